@@ -1,0 +1,6 @@
+"""Reference SuperNets, registered in timm's registry under names starting with ``ws_``."""
+
+from .mobilenetv3 import MBConvBlock, OFAMobileNetV3
+from .resnet import BottleneckBlock, OFAResNet
+
+__all__ = ["BottleneckBlock", "MBConvBlock", "OFAMobileNetV3", "OFAResNet"]

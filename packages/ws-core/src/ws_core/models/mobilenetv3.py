@@ -1,0 +1,284 @@
+"""OFA MobileNetV3 SuperNet (Cai et al., "Once-for-All", ICLR 2020; ``ofa_mbv3.py``).
+
+Fixed stem (3×3 conv, h-swish) and a fixed first block (depthwise-separable, expand 1), then 5
+elastic stages of up to 4 MBConv blocks: depth {2,3,4}, expand ratio {3,4,6}, kernel {3,5,7} per
+block, SE and h-swish where MobileNetV3 has them. ImageNet variants add elastic resolution
+128–224 (step 4); the ``_32`` variants have a CIFAR stem (stride 1 stem, stage strides 1,2,2,1,2).
+
+Registered in timm: ``timm.create_model("ws_ofa_mbv3_100", num_classes=10)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from torch import Tensor, nn
+
+from ..config import SubNetConfig
+from ..elastic import (
+    ElasticBatchNorm2d,
+    ElasticBlock,
+    ElasticConv2d,
+    ElasticDepthwiseConv2d,
+    ElasticSqueezeExcite,
+    ElasticStage,
+    make_divisible,
+    permute_channels_,
+    sorted_order,
+    l1_importance,
+)
+from ..space import Dimension, SearchSpace
+from ..supernet import ClassifierHead, SuperNet
+
+__all__ = ["MBConvBlock", "OFAMobileNetV3"]
+
+# OFA constants (ofa_mbv3.py): stem, first block, 5 elastic stages, final expand, feature mix.
+BASE_STAGE_WIDTH = (16, 16, 24, 40, 80, 112, 160, 960, 1280)
+STAGE_ACT = ("relu", "relu", "h_swish", "h_swish", "h_swish")
+STAGE_SE = (False, True, False, True, True)
+IMAGENET_STRIDES = (2, 2, 2, 1, 2)
+CIFAR_STRIDES = (1, 2, 2, 1, 2)
+CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+
+
+def _act(name: str) -> nn.Module:
+    return nn.Hardswish(inplace=True) if name == "h_swish" else nn.ReLU(inplace=True)
+
+
+class ConvBnAct(nn.Sequential):
+    """Static conv → BN → activation (the fixed stem and final expand layers)."""
+
+    def __init__(self, in_ch: int, out_ch: int, kernel: int, stride: int = 1, act: str = "relu"):
+        super().__init__()
+        self.conv = nn.Conv2d(in_ch, out_ch, kernel, stride, kernel // 2, bias=False)
+        self.bn = nn.BatchNorm2d(out_ch)
+        self.act = _act(act)
+
+
+class DepthwiseSeparable(nn.Module):
+    """OFA's fixed first block: depthwise 3×3 → BN → act → pointwise → BN, residual when shapes match."""
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int, act: str) -> None:
+        super().__init__()
+        self.conv_dw = nn.Conv2d(in_ch, in_ch, 3, stride, 1, groups=in_ch, bias=False)
+        self.bn1 = nn.BatchNorm2d(in_ch)
+        self.act = _act(act)
+        self.conv_pwl = nn.Conv2d(in_ch, out_ch, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_ch)
+        self.has_skip = stride == 1 and in_ch == out_ch
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.bn2(self.conv_pwl(self.act(self.bn1(self.conv_dw(x)))))
+        return out + x if self.has_skip else out
+
+
+class MBConvBlock(ElasticBlock, nn.Module):
+    """Elastic inverted bottleneck (OFA ``DynamicMBConvLayer`` + identity shortcut).
+
+    1×1 expand → BN → act → k×k depthwise → BN → act → [SE] → 1×1 project → BN; the middle width is
+    ``make_divisible(round(in_channels × expand_ratio), 8)``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        expand_ratios: Sequence[float],
+        kernel_sizes: Sequence[int],
+        stride: int,
+        act: str,
+        use_se: bool,
+        kernel_transform: bool = False,
+    ) -> None:
+        super().__init__()
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.expand_ratios = tuple(sorted(expand_ratios))
+        self._mid = {e: make_divisible(round(in_channels * e), 8) for e in self.expand_ratios}
+        max_mid = self._mid[self.expand_ratios[-1]]
+        self.conv_pw = ElasticConv2d(in_channels, max_mid, 1)
+        self.bn1 = ElasticBatchNorm2d(max_mid)
+        self.act1 = _act(act)
+        self.conv_dw = ElasticDepthwiseConv2d(max_mid, kernel_sizes, stride, kernel_transform)
+        self.bn2 = ElasticBatchNorm2d(max_mid)
+        self.act2 = _act(act)
+        self.se = ElasticSqueezeExcite(max_mid) if use_se else nn.Identity()
+        self.conv_pwl = ElasticConv2d(max_mid, out_channels, 1)
+        self.bn3 = ElasticBatchNorm2d(out_channels)
+        self.has_skip = stride == 1 and in_channels == out_channels
+
+    def _configure(self, expand_ratio: float, kernel_size: int) -> None:
+        mid = self._mid[expand_ratio]
+        self.conv_pw.configure(self.in_channels, mid)
+        self.bn1.configure(mid)
+        self.conv_dw.configure(mid, kernel_size)
+        self.bn2.configure(mid)
+        if isinstance(self.se, ElasticSqueezeExcite):
+            self.se.configure(mid)
+        self.conv_pwl.configure(mid, self.out_channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.act1(self.bn1(self.conv_pw(x)))
+        out = self.se(self.act2(self.bn2(self.conv_dw(out))))
+        out = self.bn3(self.conv_pwl(out))
+        return out + x if self.has_skip else out
+
+    def nested_widths(self) -> list[int]:
+        return [self._mid[e] for e in self.expand_ratios]
+
+    def sort_channels(self, nested_widths: Sequence[int] = ()) -> None:
+        """Sort middle channels by L1 importance in the projection conv (OFA ``re_organize_middle_weights``)."""
+        idx = sorted_order(l1_importance(self.conv_pwl.weight, dim=1), nested_widths)
+        permute_channels_(self.conv_pwl, idx, dim=1)
+        if isinstance(self.se, ElasticSqueezeExcite):
+            permute_channels_(self.se.expand, idx, dim=0)
+            permute_channels_(self.se.reduce, idx, dim=1)
+            self.se.sort_mid_channels()
+        permute_channels_(self.bn2, idx)
+        permute_channels_(self.conv_dw, idx, dim=0)
+        permute_channels_(self.bn1, idx)
+        permute_channels_(self.conv_pw, idx, dim=0)
+
+
+class OFAMobileNetV3(SuperNet):
+    """The OFA MobileNetV3 SuperNet.
+
+    Args:
+        num_classes: classifier outputs.
+        in_chans: input channels.
+        width_mult: base width multiplier (1.0 = OFA's 7.7M-parameter supernet).
+        depths, expand_ratios, kernel_sizes: the elastic choices (OFA: {2,3,4}, {3,4,6}, {3,5,7}).
+        resolutions: allowed input sizes (the resolution dimension).
+        cifar_stem: 32×32 inputs (stride-1 stem, stage strides 1,2,2,1,2).
+        kernel_transform: OFA's learned kernel-transform matrices instead of a plain centre crop.
+        drop_rate: dropout before the classifier.
+
+    Example::
+
+        >>> import timm, ws_core
+        >>> net = timm.create_model("ws_ofa_mbv3_035_32", num_classes=10)
+        >>> net.space.size() == (9**2 + 9**3 + 9**4) ** 5
+        True
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        width_mult: float = 1.0,
+        depths: Sequence[int] = (2, 3, 4),
+        expand_ratios: Sequence[float] = (3, 4, 6),
+        kernel_sizes: Sequence[int] = (3, 5, 7),
+        resolutions: Sequence[int] = tuple(range(128, 225, 4)),
+        cifar_stem: bool = False,
+        kernel_transform: bool = False,
+        drop_rate: float = 0.1,
+    ) -> None:
+        super().__init__()
+        self.num_classes, self.in_chans, self.drop_rate = num_classes, in_chans, drop_rate
+        max_depth = max(depths)
+        self.space = SearchSpace(
+            [
+                Dimension("resolution", tuple(resolutions), "net"),
+                Dimension("depth", tuple(depths), "stage"),
+                Dimension("expand", tuple(expand_ratios), "block"),
+                Dimension("kernel", tuple(kernel_sizes), "block"),
+            ],
+            stage_blocks=(max_depth,) * 5,
+        )
+        widths = [make_divisible(w * width_mult, 8) for w in BASE_STAGE_WIDTH[:-2]]
+        final_expand = make_divisible(BASE_STAGE_WIDTH[-2] * width_mult, 8)
+        last_channel = make_divisible(BASE_STAGE_WIDTH[-1] * width_mult, 8)
+        strides = CIFAR_STRIDES if cifar_stem else IMAGENET_STRIDES
+
+        self.stem = nn.Sequential()
+        self.stem.add_module("conv", ConvBnAct(in_chans, widths[0], 3, 1 if cifar_stem else 2, "h_swish"))
+        self.stem.add_module("block", DepthwiseSeparable(widths[0], widths[1], 1, "relu"))
+        stages, in_ch = [], widths[1]
+        for out_ch, stride, act, se in zip(widths[2:], strides, STAGE_ACT, STAGE_SE):
+            blocks = []
+            for j in range(max_depth):
+                blocks.append(MBConvBlock(in_ch, out_ch, expand_ratios, kernel_sizes, stride if j == 0 else 1,
+                                          act, se, kernel_transform))
+                in_ch = out_ch
+            stages.append(ElasticStage(blocks))
+        self.stages = nn.Sequential(*stages)
+        self.num_features = last_channel
+        self.head = ClassifierHead(
+            in_ch, num_classes,
+            features=ConvBnAct(in_ch, final_expand, 1, act="h_swish"),
+            pre_logits=nn.Sequential(nn.Conv2d(final_expand, last_channel, 1, bias=False), nn.Hardswish(inplace=True)),
+            num_features=last_channel, drop_rate=drop_rate,
+        )
+        # (stage, [(block, slot index)]) as plain lists for the actuation path
+        self._routing = [(stage, [(block, s * max_depth + j) for j, block in enumerate(stage.blocks)])
+                         for s, stage in enumerate(stages)]
+        self._init_weights()
+        self.activate(self.space.max())
+
+    def _init_weights(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, 0, 0.01)
+                nn.init.zeros_(m.bias)
+
+    def _configure(self, cfg: SubNetConfig) -> None:
+        depth, expand, kernel = cfg["depth"], cfg["expand"], cfg["kernel"]
+        for s, (stage, slots) in enumerate(self._routing):
+            d = depth[s]
+            stage.configure(d)
+            for block, i in slots[:d]:
+                block.configure(expand[i], kernel[i])
+
+
+def _create(variant: str, pretrained: bool = False, **kwargs) -> OFAMobileNetV3:
+    return build_model_with_cfg(OFAMobileNetV3, variant, pretrained, **kwargs)
+
+
+def _cfg(**kwargs) -> dict:
+    return {
+        "url": "", "num_classes": 1000, "input_size": (3, 224, 224), "pool_size": (7, 7),
+        "crop_pct": 0.875, "interpolation": "bilinear", "mean": IMAGENET_DEFAULT_MEAN,
+        "std": IMAGENET_DEFAULT_STD, "first_conv": "stem.conv.conv", "classifier": "head.classifier",
+        "license": "apache-2.0", **kwargs,
+    }
+
+
+def _cfg_32(**kwargs) -> dict:
+    return _cfg(num_classes=10, input_size=(3, 32, 32), pool_size=(4, 4), crop_pct=1.0,
+                mean=CIFAR_MEAN, std=CIFAR_STD, **kwargs)
+
+
+default_cfgs = generate_default_cfgs({
+    "ws_ofa_mbv3_100": _cfg(),
+    "ws_ofa_mbv3_100_32": _cfg_32(),
+    "ws_ofa_mbv3_035_32": _cfg_32(),
+})
+
+
+@register_model
+def ws_ofa_mbv3_100(pretrained: bool = False, **kwargs) -> OFAMobileNetV3:
+    """OFA MobileNetV3 (width 1.0), 224×224, elastic resolution 128–224."""
+    return _create("ws_ofa_mbv3_100", pretrained, **dict(width_mult=1.0, **kwargs))
+
+
+@register_model
+def ws_ofa_mbv3_100_32(pretrained: bool = False, **kwargs) -> OFAMobileNetV3:
+    """OFA MobileNetV3 (width 1.0) for 32×32 inputs (CIFAR stem), as in DεpS's ``OFAMobileNetV3_32``."""
+    args = dict(width_mult=1.0, cifar_stem=True, resolutions=(32,))
+    return _create("ws_ofa_mbv3_100_32", pretrained, **dict(args, **kwargs))
+
+
+@register_model
+def ws_ofa_mbv3_035_32(pretrained: bool = False, **kwargs) -> OFAMobileNetV3:
+    """OFA MobileNetV3 space at width 0.35 for 32×32 inputs: same 2×10¹⁹ SubNets, fast on CPU."""
+    args = dict(width_mult=0.35, cifar_stem=True, resolutions=(32,))
+    return _create("ws_ofa_mbv3_035_32", pretrained, **dict(args, **kwargs))

@@ -1,0 +1,290 @@
+"""``SuperNet``: one module holding the weights of every SubNet of its :class:`SearchSpace`.
+
+A SuperNet is laid out as ``stem → stages → head`` (like timm's ``forward_features`` /
+``forward_head``): ``stages`` is an ``nn.Sequential`` of :class:`~ws_core.elastic.ElasticStage`, and
+every elastic layer is a ``ws_core.elastic`` module. Subclasses define ``space`` and one method,
+``_configure(cfg)``, that writes each elastic layer's active setting for a canonical config. The
+rest is generic and shared by every SuperNet:
+
+* :meth:`SuperNet.activate` — route later forwards through a SubNet, in place (no weight copies);
+* :meth:`SuperNet.weight_slices` — the region of every tensor a SubNet reads;
+* :meth:`SuperNet.extract` — a standalone :class:`SubNet` of plain PyTorch layers with copied weights.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .config import SubNetConfig
+from .elastic import ElasticLinear, ElasticModule, ElasticStage, Slices, sort_channels
+from .space import SearchSpace
+
+__all__ = ["ClassifierHead", "SubNet", "SuperNet", "iter_active_modules"]
+
+
+class ClassifierHead(nn.Module):
+    """``features → global average pool → pre_logits → dropout → classifier`` (timm's head shape)."""
+
+    def __init__(
+        self,
+        in_features: int,
+        num_classes: int,
+        features: nn.Module | None = None,
+        pre_logits: nn.Module | None = None,
+        num_features: int | None = None,
+        drop_rate: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.features = features if features is not None else nn.Identity()
+        self.pre_logits = pre_logits if pre_logits is not None else nn.Identity()
+        self.num_features = num_features if num_features is not None else in_features
+        self.drop = nn.Dropout(drop_rate)
+        self.classifier = ElasticLinear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    def reset(self, num_classes: int) -> None:
+        self.classifier = ElasticLinear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    def forward(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        x = self.features(x)
+        x = x.mean((2, 3), keepdim=True)
+        x = self.pre_logits(x).flatten(1)
+        if pre_logits:
+            return x
+        return self.classifier(self.drop(x))
+
+
+class _StemStagesHead(nn.Module):
+    """Shared forward of SuperNets and extracted SubNets (timm-style feature/head split)."""
+
+    stem: nn.Module
+    stages: nn.Sequential
+    head: ClassifierHead
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        return self.stages(self.stem(x))
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        return self.head(x, pre_logits=pre_logits)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def get_classifier(self) -> nn.Module:
+        return self.head.classifier
+
+
+def iter_active_modules(root: nn.Module, prefix: str = "") -> Iterator[tuple[str, nn.Module]]:
+    """Yield ``(qualified name, module)`` for every module the active SubNet runs.
+
+    Skips blocks beyond each stage's ``active_depth``; does not descend into elastic leaf layers
+    (their ``active_slices`` cover their own sub-tensors, e.g. kernel-transform matrices).
+    """
+    yield prefix, root
+    if isinstance(root, ElasticModule):
+        return
+    if isinstance(root, ElasticStage):
+        children: Any = ((f"blocks.{i}", root.blocks[i]) for i in range(root.active_depth))
+    else:
+        children = root.named_children()
+    for name, child in children:
+        yield from iter_active_modules(child, f"{prefix}.{name}" if prefix else name)
+
+
+def _own_tensors(module: nn.Module) -> Iterator[tuple[str, Tensor]]:
+    for name, p in module._parameters.items():
+        if p is not None:
+            yield name, p
+    for name, b in module._buffers.items():
+        if b is not None and name not in module._non_persistent_buffers_set:
+            yield name, b
+
+
+def _static_copy(module: nn.Module) -> nn.Module:
+    """A copy of the active part of ``module`` with elastic layers replaced by static ones."""
+    if isinstance(module, ElasticModule):
+        static = module.to_static()
+        static.train(module.training)
+        return static
+    if isinstance(module, ElasticStage):
+        seq = nn.Sequential(*(_static_copy(b) for b in module.active_blocks))
+        seq.train(module.training)
+        return seq
+    new = module.__class__.__new__(module.__class__)
+    state = dict(module.__dict__)
+    for key, value in state.items():  # hooks must not be shared with the SuperNet
+        if "hooks" in key and isinstance(value, dict):
+            state[key] = type(value)()
+    state["_parameters"] = {
+        k: None if p is None else nn.Parameter(p.detach().clone(), requires_grad=p.requires_grad)
+        for k, p in module._parameters.items()
+    }
+    state["_buffers"] = {k: None if b is None else b.detach().clone() for k, b in module._buffers.items()}
+    state["_non_persistent_buffers_set"] = set(module._non_persistent_buffers_set)
+    state["_modules"] = {k: None if m is None else _static_copy(m) for k, m in module._modules.items()}
+    new.__dict__.update(state)
+    return new
+
+
+class SubNet(_StemStagesHead):
+    """A standalone SubNet extracted from a SuperNet: plain PyTorch layers with their own weights.
+
+    ``config`` is the :class:`SubNetConfig` it was extracted with.
+    """
+
+    def __init__(self, stem: nn.Module, stages: nn.Sequential, head: ClassifierHead, config: SubNetConfig):
+        super().__init__()
+        self.stem, self.stages, self.head = stem, stages, head
+        self.config = config
+        self.num_classes = getattr(head.classifier, "out_features", 0)
+
+    def extra_repr(self) -> str:
+        return f"id={self.config.id}"
+
+
+class SuperNet(_StemStagesHead):
+    """Base class of weight-shared SuperNets (see module docstring for the contract).
+
+    Subclasses set ``self.space`` and build ``stem``, ``stages`` and ``head``, implement
+    ``_configure(cfg)`` and call ``self.activate(self.space.max())`` at the end of ``__init__``.
+    """
+
+    space: SearchSpace
+    _validated_cache_size = 4096
+
+    def __init__(self) -> None:
+        super().__init__()
+        object.__setattr__(self, "_active", None)
+        object.__setattr__(self, "_validated", OrderedDict())
+
+    # Actuation ------------------------------------------------------------------------------------
+    def _configure(self, cfg: SubNetConfig) -> None:
+        """Write every elastic layer's active setting for the canonical ``cfg``."""
+        raise NotImplementedError
+
+    def _canonical(self, cfg: Mapping[str, Any] | SubNetConfig) -> SubNetConfig:
+        key = cfg if isinstance(cfg, SubNetConfig) else SubNetConfig(cfg) if isinstance(cfg, Mapping) else None
+        if key is None:
+            raise TypeError(f"expected a SubNetConfig or a dict of dimensions, got {type(cfg).__name__}")
+        cache = self._validated
+        canonical = cache.get(key)
+        if canonical is None:
+            canonical = self.space.validate(key)
+            cache[key] = canonical
+            if len(cache) > self._validated_cache_size:
+                cache.popitem(last=False)
+        return canonical
+
+    def activate(self, cfg: Mapping[str, Any] | SubNetConfig) -> SubNetConfig:
+        """Route every later forward through the SubNet ``cfg``, in place; copies no weight.
+
+        Returns the canonical config. Invalid configs raise ``ValueError`` (naming the dimension,
+        the allowed choices and the value received) and leave the active SubNet unchanged.
+        """
+        canonical = self._canonical(cfg)
+        self._configure(canonical)
+        object.__setattr__(self, "_active", canonical)
+        return canonical
+
+    @property
+    def active(self) -> SubNetConfig:
+        """The active :class:`SubNetConfig`."""
+        return self._active
+
+    @contextmanager
+    def subnet(self, cfg: Mapping[str, Any] | SubNetConfig | None) -> Iterator[SubNetConfig]:
+        """Context manager: activate ``cfg`` (``None``: keep the active one), restore on exit."""
+        previous = self._active
+        try:
+            yield self.activate(previous if cfg is None else cfg)
+        finally:
+            self.activate(previous)
+
+    # Generic views of a SubNet --------------------------------------------------------------------
+    def weight_slices(self, cfg: Mapping[str, Any] | SubNetConfig | None = None) -> dict[str, Slices]:
+        """For every state-dict tensor the SubNet reads, the region it reads (one ``slice`` per dim).
+
+        Tensors of skipped blocks are absent; kernel dims give the centre crop; scalar buffers map to
+        ``()``. ``extract``, federated aggregation and SubGraph sizing all build on this.
+        """
+        out: dict[str, Slices] = {}
+        with self.subnet(cfg):
+            for name, module in iter_active_modules(self):
+                if isinstance(module, ElasticModule):
+                    local = module.active_slices()
+                else:
+                    local = {n: tuple(slice(0, s) for s in t.shape) for n, t in _own_tensors(module)}
+                for n, s in local.items():
+                    out[f"{name}.{n}" if name else n] = s
+        return out
+
+    def extract(self, cfg: Mapping[str, Any] | SubNetConfig | None = None) -> SubNet:
+        """A standalone :class:`SubNet` with the SubNet's weights and BN statistics copied out.
+
+        In eval mode its outputs equal this SuperNet's with ``cfg`` active. ``None``: the active SubNet.
+        """
+        with self.subnet(cfg) as canonical:
+            sub = SubNet(_static_copy(self.stem), _static_copy(self.stages), _static_copy(self.head), canonical)
+        sub.pretrained_cfg = copy.deepcopy(getattr(self, "pretrained_cfg", {}))
+        return sub.train(self.training)
+
+    def elastic_only_parameters(self) -> list[str]:
+        """Names of parameters used only by the elastic machinery (e.g. kernel-transform matrices)."""
+        names = []
+        for prefix, module in self.named_modules():
+            if isinstance(module, ElasticModule):
+                names += [f"{prefix}.{n}" if prefix else n for n in module.elastic_only]
+        return names
+
+    def sort_channels(self, nested: bool = False) -> int:
+        """OFA channel sorting of every block (function of the max net unchanged); see ``ws_core.elastic``."""
+        with torch.no_grad():
+            return sort_channels(self, nested=nested)
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self.head.reset(num_classes)
+        self.activate(self._active)
+
+    # Safe loading ---------------------------------------------------------------------------------
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):
+        """``nn.Module.load_state_dict`` that checks every key and shape *before* copying anything.
+
+        A mismatched state dict raises ``RuntimeError`` listing the problems and leaves the model untouched.
+        """
+        own = self.state_dict(keep_vars=True)
+        problems = [
+            f"{k}: checkpoint shape {tuple(v.shape)} != model shape {tuple(own[k].shape)}"
+            for k, v in state_dict.items()
+            if k in own and hasattr(v, "shape") and tuple(v.shape) != tuple(own[k].shape)
+        ]
+        if strict:
+            missing = sorted(set(own) - set(state_dict))
+            unexpected = sorted(set(state_dict) - set(own))
+            if missing:
+                problems.append(f"missing keys ({len(missing)}): {missing[:8]}{' ...' if len(missing) > 8 else ''}")
+            if unexpected:
+                problems.append(
+                    f"unexpected keys ({len(unexpected)}): {unexpected[:8]}{' ...' if len(unexpected) > 8 else ''}"
+                )
+        if problems:
+            shown = "\n  ".join(problems[:12])
+            more = f"\n  ... and {len(problems) - 12} more" if len(problems) > 12 else ""
+            raise RuntimeError(
+                f"state dict does not fit {type(self).__name__} (model left unchanged):\n  {shown}{more}"
+            )
+        result = super().load_state_dict(state_dict, strict=strict, assign=assign)
+        self.activate(self._active)
+        return result
+
+    def load_pretrained(self, path: str) -> None:
+        """Load a ws-core checkpoint (timm calls this for ``pretrained_cfg_overlay=dict(file=..., custom_load=True)``)."""
+        from .checkpoint import load_checkpoint
+
+        load_checkpoint(self, path)
