@@ -1,10 +1,34 @@
-"""ws-core: SuperNets, SubNets and the machinery every weightshare package builds on."""
+"""ws-core: SuperNets, SubNets and the machinery every weightshare package builds on.
 
-from . import elastic
+Example::
+
+    >>> import timm, ws_core
+    >>> net = timm.create_model("ws_ofa_mbv3_035_32", num_classes=10)
+    >>> cfg = net.space.sample()
+    >>> net.activate(cfg)          # in place, no weight copies
+    >>> sub = net.extract(cfg)     # a standalone plain-PyTorch SubNet
+"""
+
+from .bn import BNStatistics, recalibrate_bn
+from .checkpoint import load_checkpoint, save_checkpoint
 from .config import SubNetConfig
+from .cost import CostModel
+from .search import pareto_front
 from .space import Dimension, SearchSpace
 from .supernet import SubNet, SuperNet
 from . import models  # registers the ws_* SuperNets in timm  # noqa: I001
 
-__all__ = ["Dimension", "SearchSpace", "SubNet", "SubNetConfig", "SuperNet", "elastic", "models"]
+__all__ = [
+    "BNStatistics",
+    "CostModel",
+    "Dimension",
+    "SearchSpace",
+    "SubNet",
+    "SubNetConfig",
+    "SuperNet",
+    "load_checkpoint",
+    "pareto_front",
+    "recalibrate_bn",
+    "save_checkpoint",
+]
 __version__ = "0.1.0"

@@ -292,7 +292,7 @@ class ElasticBatchNorm2d(ElasticModule, nn.BatchNorm2d):
                     getattr(bn, name).copy_(src[:c])
             if self.num_batches_tracked is not None:
                 bn.num_batches_tracked.copy_(self.num_batches_tracked)
-        return bn
+        return bn.train(self.training)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", active={self.active_num_features}"
