@@ -59,7 +59,7 @@ def test_timm_pretrained_cfg_overlay_loads_a_checkpoint(saved):
 
 
 def test_corrupt_file_fails_clearly_and_leaves_model_untouched(saved, tmp_path):
-    net, _, path = saved
+    _, _, path = saved
     data = path.read_bytes()
     victim = timm.create_model("ws_ofa_mbv3_035_32", num_classes=10)
     snapshot, active = _snapshot(victim), victim.active

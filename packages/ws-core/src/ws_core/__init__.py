@@ -9,6 +9,7 @@ Example::
     >>> sub = net.extract(cfg)     # a standalone plain-PyTorch SubNet
 """
 
+from . import models  # noqa: F401  (registers the ws_* SuperNets in timm)
 from .bn import BNStatistics, recalibrate_bn
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import SubNetConfig
@@ -16,7 +17,6 @@ from .cost import CostModel
 from .search import pareto_front
 from .space import Dimension, SearchSpace
 from .supernet import SubNet, SuperNet
-from . import models  # registers the ws_* SuperNets in timm  # noqa: I001
 
 __all__ = [
     "BNStatistics",

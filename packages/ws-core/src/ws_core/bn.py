@@ -51,7 +51,9 @@ class BNStatistics:
             for name, (mean, var) in self.stats.items():
                 bn = modules.get(name)
                 if bn is None or not isinstance(bn, nn.modules.batchnorm._BatchNorm):
-                    raise ValueError(f"BNStatistics for SubNet {self.subnet_id}: {name!r} is not a BatchNorm of this net")
+                    raise ValueError(
+                        f"BNStatistics for SubNet {self.subnet_id}: {name!r} is not a BatchNorm of this net"
+                    )
                 if mean.numel() > bn.num_features:
                     raise ValueError(
                         f"BNStatistics for SubNet {self.subnet_id}: {name!r} has {bn.num_features} channels, "

@@ -69,7 +69,7 @@ def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], 
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = dict(f.metadata() or {})
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from e
     return tensors, metadata
@@ -132,7 +132,8 @@ def load_checkpoint(net: SuperNet, path: str | os.PathLike, strict: bool = True)
     meta = _decode_metadata(path, raw)
     if meta["space"] != net.space:
         raise CheckpointError(
-            f"{path}: search space differs from the model's\n  checkpoint: {meta['space']!r}\n  model:      {net.space!r}"
+            f"{path}: search space differs from the model's\n"
+            f"  checkpoint: {meta['space']!r}\n  model:      {net.space!r}"
         )
     try:
         net.load_state_dict(tensors, strict=strict)

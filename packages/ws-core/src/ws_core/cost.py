@@ -115,7 +115,9 @@ class CostModel:
             return sum(math.prod(s) for _, _, shapes in self._active_shapes() for s in shapes.values())
 
 
-def count_macs(net: SuperNet, cfg: Mapping[str, Any] | None = None, input_size: Sequence[int] | int | None = None) -> int:
+def count_macs(
+    net: SuperNet, cfg: Mapping[str, Any] | None = None, input_size: Sequence[int] | int | None = None
+) -> int:
     """MACs of SubNet ``cfg`` (one-off; use :class:`CostModel` when counting many SubNets)."""
     return CostModel(net, input_size).macs(cfg)
 

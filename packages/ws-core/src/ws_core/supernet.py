@@ -284,7 +284,8 @@ class SuperNet(_StemStagesHead):
         return result
 
     def load_pretrained(self, path: str) -> None:
-        """Load a ws-core checkpoint (timm calls this for ``pretrained_cfg_overlay=dict(file=..., custom_load=True)``)."""
+        """Load a ws-core checkpoint (timm calls this with ``pretrained_cfg_overlay=dict(file=..., custom_load=True)``).
+        """
         from .checkpoint import load_checkpoint
 
         load_checkpoint(self, path)

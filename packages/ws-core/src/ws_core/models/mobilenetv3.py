@@ -24,10 +24,10 @@ from ..elastic import (
     ElasticDepthwiseConv2d,
     ElasticSqueezeExcite,
     ElasticStage,
+    l1_importance,
     make_divisible,
     permute_channels_,
     sorted_order,
-    l1_importance,
 )
 from ..space import Dimension, SearchSpace
 from ..supernet import ClassifierHead, SuperNet
