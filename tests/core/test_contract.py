@@ -6,6 +6,7 @@ A new registered SuperNet is covered here without editing this file.
 from __future__ import annotations
 
 import gc
+import warnings
 
 import pytest
 import timm
@@ -79,17 +80,22 @@ def _storage(net: SuperNet) -> dict[str, tuple[int, int]]:
     return {k: (v.data_ptr(), v.untyped_storage().nbytes()) for k, v in net.state_dict(keep_vars=True).items()}
 
 
+def _live_tensors() -> int:
+    gc.collect()
+    with warnings.catch_warnings():  # isinstance() on some lazily deprecated module attributes warns
+        warnings.simplefilter("ignore")
+        return sum(isinstance(o, torch.Tensor) for o in gc.get_objects())
+
+
 def test_activate_copies_no_storage(model):
     _, net = model
     before = _storage(net)
     configs = _configs(net, 20, seed=5)
     net.activate(configs[0])
-    gc.collect()
-    n_tensors = sum(isinstance(o, torch.Tensor) for o in gc.get_objects())
+    n_tensors = _live_tensors()
     for cfg in configs[1:]:
         net.activate(cfg)
-    gc.collect()
-    assert sum(isinstance(o, torch.Tensor) for o in gc.get_objects()) == n_tensors
+    assert _live_tensors() == n_tensors
     assert _storage(net) == before
 
 
@@ -170,3 +176,25 @@ def test_weight_slices_describe_what_extract_copies(model):
     assert not any(k.startswith(f"stages.0.blocks.{len(stage0.blocks)}.") for k in slices)
     for j in range(n_active, len(stage0.blocks)):
         assert not any(k.startswith(f"stages.0.blocks.{j}.") for k in slices)
+
+
+def test_kernel_transform_variant_keeps_the_contract():
+    """OFA's learned kernel transform: extra parameters only the elastic machinery uses."""
+    torch.manual_seed(0)
+    net = timm.create_model("ws_ofa_mbv3_035_32", num_classes=7, kernel_transform=True).eval()
+    with torch.no_grad():  # move the matrices off the identity so the transform matters
+        for name, p in net.named_parameters():
+            if "kernel_transform" in name:
+                p.add_(0.05 * torch.randn_like(p))
+    elastic_only = net.elastic_only_parameters()
+    assert len(elastic_only) == 2 * 20  # 7to5 and 5to3 per elastic block
+    params = dict(net.named_parameters())
+    n_elastic = sum(params[n].numel() for n in elastic_only)
+    assert n_elastic == 20 * (25 * 25 + 9 * 9)  # 706 per layer, as in OFA
+    sub = net.extract(net.space.max())
+    assert sum(p.numel() for p in sub.parameters()) == sum(p.numel() for p in net.parameters()) - n_elastic
+    for cfg in [net.space.min(), *_configs(net, 2, seed=4)]:
+        x = _input(net, cfg)
+        net.activate(cfg)
+        with torch.no_grad():
+            torch.testing.assert_close(net.extract(cfg).eval()(x), net(x), atol=1e-5, rtol=0)

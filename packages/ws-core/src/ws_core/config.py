@@ -18,10 +18,18 @@ __all__ = ["SubNetConfig"]
 Value = Any  # int | float | None | tuple[int | float | None, ...]
 
 
+_PLAIN = frozenset({int, float, str, bool, type(None)})
+
+
 def _freeze(value: Any) -> Value:
+    kind = type(value)
+    if kind in _PLAIN:
+        return value
+    if kind is tuple or kind is list:
+        return tuple(v if type(v) in _PLAIN else _freeze(v) for v in value)
     if isinstance(value, (list, tuple)):
         return tuple(_freeze(v) for v in value)
-    if isinstance(value, bool) or value is None or isinstance(value, (int, float, str)):
+    if isinstance(value, (int, float, str)):
         return value
     if hasattr(value, "item"):  # numpy / torch scalars
         return value.item()
@@ -55,6 +63,16 @@ class SubNetConfig(Mapping):
         object.__setattr__(self, "_items", items)
         object.__setattr__(self, "_hash", hash(items))
         object.__setattr__(self, "_id", None)
+
+    @classmethod
+    def _from_frozen(cls, values: dict[str, Value]) -> SubNetConfig:
+        """Build from values that are already frozen (plain scalars / tuples of them); no copying."""
+        self = cls.__new__(cls)
+        items = tuple(sorted(values.items()))
+        object.__setattr__(self, "_items", items)
+        object.__setattr__(self, "_hash", hash(items))
+        object.__setattr__(self, "_id", None)
+        return self
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError("SubNetConfig is immutable; use .replace(...) to derive a new one")

@@ -46,25 +46,27 @@ class Dimension:
         if len(set(choices)) != len(choices):
             raise ValueError(f"Dimension {self.name!r}: duplicate choices in {choices}")
         object.__setattr__(self, "choices", tuple(sorted(choices)))
+        object.__setattr__(self, "_index", {c: c for c in self.choices})
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "choices": list(self.choices), "level": self.level}
 
 
-def _normalise_choice(dim: Dimension, value: Any, where: str) -> Any:
-    """Map ``value`` onto the matching choice object (so 3.0 == 3 canonicalises to the choice)."""
-    if isinstance(value, (bool, str)) or value is None:
-        ok = False
-    else:
-        try:
-            idx = dim.choices.index(value)
-            return dim.choices[idx]
-        except (ValueError, TypeError):
-            ok = False
-    if not ok:
-        raise ValueError(
-            f"invalid SubNet config: dimension {dim.name!r}{where} allows {list(dim.choices)}, got {value!r}"
-        )
+_MISSING = object()
+
+
+def _lookup(dim: Dimension, value: Any) -> Any:
+    """The choice object equal to ``value`` (so 3.0 canonicalises to 3), or ``_MISSING``."""
+    if type(value) is bool:  # True == 1, but a flag is not a layer setting
+        return _MISSING
+    try:
+        return dim._index.get(value, _MISSING)
+    except TypeError:  # unhashable
+        return _MISSING
+
+
+def _invalid(dim: Dimension, value: Any, where: str = "") -> ValueError:
+    return ValueError(f"invalid SubNet config: dimension {dim.name!r}{where} allows {list(dim.choices)}, got {value!r}")
 
 
 class SearchSpace:
@@ -161,7 +163,10 @@ class SearchSpace:
         out: dict[str, Any] = {}
         for dim in self.dimensions:
             if dim.level == "net":
-                out[dim.name] = _normalise_choice(dim, cfg[dim.name], "")
+                value = _lookup(dim, cfg[dim.name])
+                if value is _MISSING:
+                    raise _invalid(dim, cfg[dim.name])
+                out[dim.name] = value
         for dim in self.dimensions:
             if dim.level == "stage":
                 out[dim.name] = self._validate_vector(dim, cfg[dim.name], None)
@@ -169,7 +174,7 @@ class SearchSpace:
         for dim in self.dimensions:
             if dim.level == "block":
                 out[dim.name] = self._validate_vector(dim, cfg[dim.name], active)
-        return SubNetConfig(out)
+        return SubNetConfig._from_frozen(out)  # every value is a choice object or a tuple of them
 
     def _validate_vector(self, dim: Dimension, values: Any, active: list[bool] | None) -> tuple:
         n = self._length(dim)
@@ -188,8 +193,11 @@ class SearchSpace:
             if active is not None and not active[i]:
                 out.append(None)
                 continue
-            where = f"[{i}]" if active is None else f"[{i}] (stage {self._slots[i][0]}, block {self._slots[i][1]})"
-            out.append(_normalise_choice(dim, v, where))
+            choice = _lookup(dim, v)
+            if choice is _MISSING:
+                where = f"[{i}]" if active is None else f"[{i}] (stage {self._slots[i][0]}, block {self._slots[i][1]})"
+                raise _invalid(dim, v, where)
+            out.append(choice)
         return tuple(out)
 
     def is_valid(self, cfg: Mapping[str, Any]) -> bool:
