@@ -1,7 +1,8 @@
 # weightshare: one virtual environment at .venv with every package in packages/ installed editable.
 #   make demo   set up .venv and run the main job
 #   make test   set up .venv and run the whole test suite
-# Only python3 (>= 3.10) and the package registry are needed. A package is a folder in packages/.
+# Only python3 (>= 3.10) and the package registry are needed. A package is a folder in packages/;
+# each is installed with its `test` extra (the optional dependencies its tests exercise).
 
 PYTHON ?= python3
 VENV := .venv
@@ -14,7 +15,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml $(wildcard packages/*/pyproject.toml)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=25.1"
-	$(BIN)/python -m pip install --quiet $(foreach p,$(PACKAGES),-e $(p)) --group dev
+	$(BIN)/python -m pip install --quiet $(foreach p,$(PACKAGES),-e "$(p)[test]") --group dev
 	touch $(STAMP)
 
 install: $(STAMP)
