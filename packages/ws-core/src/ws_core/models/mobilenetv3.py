@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from torch import Tensor, nn
 
@@ -31,6 +30,7 @@ from ..elastic import (
 )
 from ..space import Dimension, SearchSpace
 from ..supernet import ClassifierHead, SuperNet
+from ._common import cifar_cfg, imagenet_cfg, ofa_init_
 
 __all__ = ["MBConvBlock", "OFAMobileNetV3"]
 
@@ -40,7 +40,6 @@ STAGE_ACT = ("relu", "relu", "h_swish", "h_swish", "h_swish")
 STAGE_SE = (False, True, False, True, True)
 IMAGENET_STRIDES = (2, 2, 2, 1, 2)
 CIFAR_STRIDES = (1, 2, 2, 1, 2)
-CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 
 
 def _act(name: str) -> nn.Module:
@@ -214,21 +213,8 @@ class OFAMobileNetV3(SuperNet):
         # (stage, [(block, slot index)]) as plain lists for the actuation path
         self._routing = [(stage, [(block, s * max_depth + j) for j, block in enumerate(stage.blocks)])
                          for s, stage in enumerate(stages)]
-        self._init_weights()
+        ofa_init_(self)
         self.activate(self.space.max())
-
-    def _init_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0, 0.01)
-                nn.init.zeros_(m.bias)
 
     def _configure(self, cfg: SubNetConfig) -> None:
         depth, expand, kernel = cfg["depth"], cfg["expand"], cfg["kernel"]
@@ -243,24 +229,10 @@ def _create(variant: str, pretrained: bool = False, **kwargs) -> OFAMobileNetV3:
     return build_model_with_cfg(OFAMobileNetV3, variant, pretrained, **kwargs)
 
 
-def _cfg(**kwargs) -> dict:
-    return {
-        "url": "", "num_classes": 1000, "input_size": (3, 224, 224), "pool_size": (7, 7),
-        "crop_pct": 0.875, "interpolation": "bilinear", "mean": IMAGENET_DEFAULT_MEAN,
-        "std": IMAGENET_DEFAULT_STD, "first_conv": "stem.conv.conv", "classifier": "head.classifier",
-        "license": "apache-2.0", **kwargs,
-    }
-
-
-def _cfg_32(**kwargs) -> dict:
-    return _cfg(num_classes=10, input_size=(3, 32, 32), pool_size=(4, 4), crop_pct=1.0,
-                mean=CIFAR_MEAN, std=CIFAR_STD, **kwargs)
-
-
 default_cfgs = generate_default_cfgs({
-    "ws_ofa_mbv3_100": _cfg(),
-    "ws_ofa_mbv3_100_32": _cfg_32(),
-    "ws_ofa_mbv3_035_32": _cfg_32(),
+    "ws_ofa_mbv3_100": imagenet_cfg("stem.conv.conv"),
+    "ws_ofa_mbv3_100_32": cifar_cfg("stem.conv.conv"),
+    "ws_ofa_mbv3_035_32": cifar_cfg("stem.conv.conv"),
 })
 
 

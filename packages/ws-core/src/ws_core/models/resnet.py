@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from torch import Tensor, nn
 
@@ -29,7 +28,7 @@ from ..elastic import (
 )
 from ..space import Dimension, SearchSpace
 from ..supernet import ClassifierHead, SuperNet
-from .mobilenetv3 import CIFAR_MEAN, CIFAR_STD
+from ._common import cifar_cfg, imagenet_cfg, ofa_init_
 
 __all__ = ["BottleneckBlock", "OFAResNet"]
 
@@ -179,19 +178,8 @@ class OFAResNet(SuperNet):
         self._routing = [(stage, [(block, offsets[s] + j) for j, block in enumerate(stage.blocks)])
                          for s, stage in enumerate(stages)]
         self._stem_layers = (self.stem.conv1, self.stem.conv2, self.stem.conv3)
-        self._init_weights()
+        ofa_init_(self)
         self.activate(self.space.max())
-
-    def _init_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0, 0.01)
-                nn.init.zeros_(m.bias)
 
     def _configure(self, cfg: SubNetConfig) -> None:
         c1, c2, c3 = self._stem_layers
@@ -215,21 +203,10 @@ def _create(variant: str, pretrained: bool = False, **kwargs) -> OFAResNet:
     return build_model_with_cfg(OFAResNet, variant, pretrained, **kwargs)
 
 
-def _cfg(**kwargs) -> dict:
-    return {
-        "url": "", "num_classes": 1000, "input_size": (3, 224, 224), "pool_size": (7, 7),
-        "crop_pct": 0.875, "interpolation": "bilinear", "mean": IMAGENET_DEFAULT_MEAN,
-        "std": IMAGENET_DEFAULT_STD, "first_conv": "stem.conv1.conv", "classifier": "head.classifier",
-        "license": "apache-2.0", **kwargs,
-    }
-
-
 default_cfgs = generate_default_cfgs({
-    "ws_ofa_resnet50": _cfg(),
-    "ws_ofa_resnet50_32": _cfg(num_classes=10, input_size=(3, 32, 32), pool_size=(4, 4), crop_pct=1.0,
-                               mean=CIFAR_MEAN, std=CIFAR_STD),
-    "ws_ofa_resnet50_025_32": _cfg(num_classes=10, input_size=(3, 32, 32), pool_size=(4, 4), crop_pct=1.0,
-                                   mean=CIFAR_MEAN, std=CIFAR_STD),
+    "ws_ofa_resnet50": imagenet_cfg("stem.conv1.conv"),
+    "ws_ofa_resnet50_32": cifar_cfg("stem.conv1.conv"),
+    "ws_ofa_resnet50_025_32": cifar_cfg("stem.conv1.conv"),
 })
 
 
