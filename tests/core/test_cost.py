@@ -120,3 +120,15 @@ def test_latency_on_cuda_synchronises(tiny_mbv3):
     net = tiny_mbv3.cuda()
     table = profile_latency(net, [net.space.min()], batch_sizes=(1, 8), warmup=2, repeats=5)
     assert table.device.startswith("cuda") and all(e.median_ms > 0 for e in table.entries)
+
+
+def test_layer_macs_sum_to_macs_and_follow_execution_order(tiny_mbv3):
+    costs = CostModel(tiny_mbv3)
+    cfg = tiny_mbv3.space.sample(torch.Generator().manual_seed(8))
+    layers = costs.layer_macs(cfg)
+    assert sum(layers.values()) == costs.macs(cfg)
+    names = list(layers)
+    assert names[0] == "stem.conv.conv" and names[-1] == "head.classifier"
+    skipped = [f"stages.{s}.blocks.{j}." for s, d in enumerate(cfg["depth"]) for j in range(d, 4)]
+    assert not any(n.startswith(p) for n in names for p in skipped)
+    assert costs.output_positions((32, 32))["stem.conv.conv"] == 32 * 32

@@ -20,7 +20,7 @@ def test_top_level_api():
 def test_module_apis():
     assert set(ws_core.bn.__all__) == {"BNStatistics", "collect_bn_statistics", "recalibrate_bn"}
     assert set(ws_core.cost.__all__) == {"CostModel", "LatencyEntry", "LatencyTable", "count_macs",
-                                          "count_params", "profile_latency"}
+                                          "count_params", "input_hw", "profile_latency"}
     assert set(ws_core.search.__all__) == {"AccuracyPredictor", "SearchResult", "evolutionary_search",
                                             "pareto_front", "random_search"}
     assert set(ws_core.checkpoint.__all__) == {"CheckpointError", "atomic_save_safetensors", "load_checkpoint",

@@ -28,14 +28,25 @@ from .config import SubNetConfig
 from .elastic import ElasticModule
 from .supernet import SuperNet, iter_active_modules
 
-__all__ = ["CostModel", "LatencyEntry", "LatencyTable", "count_macs", "count_params", "profile_latency"]
+__all__ = [
+    "CostModel",
+    "LatencyEntry",
+    "LatencyTable",
+    "count_macs",
+    "count_params",
+    "input_hw",
+    "profile_latency",
+]
 
 _COMPUTE = (nn.Conv2d, nn.Linear)
 
 
-def _input_hw(net: SuperNet, cfg: Mapping[str, Any], input_size: Sequence[int] | int | None) -> tuple[int, int]:
+def input_hw(
+    net: SuperNet, cfg: Mapping[str, Any], input_size: Sequence[int] | int | None = None
+) -> tuple[int, int]:
+    """Input ``(H, W)`` of SubNet ``cfg``: its resolution, else ``input_size``, else the pretrained cfg's."""
     if "resolution" in cfg:
-        r = cfg["resolution"]
+        r = int(cfg["resolution"])
         return (r, r)
     if input_size is None:
         input_size = (getattr(net, "pretrained_cfg", None) or {}).get("input_size")
@@ -43,7 +54,7 @@ def _input_hw(net: SuperNet, cfg: Mapping[str, Any], input_size: Sequence[int] |
             raise ValueError("cost: the search space has no 'resolution' and no input_size was given")
     if isinstance(input_size, int):
         return (input_size, input_size)
-    return tuple(input_size[-2:])  # type: ignore[return-value]
+    return (int(input_size[-2]), int(input_size[-1]))
 
 
 class CostModel:
@@ -61,7 +72,12 @@ class CostModel:
         self.input_size = input_size
         self._positions: dict[tuple[int, int], dict[str, int]] = {}
 
-    def _trace(self, hw: tuple[int, int]) -> dict[str, int]:
+    def output_positions(self, hw: tuple[int, int]) -> dict[str, int]:
+        """Output positions (``H_out·W_out``; 1 for linear layers) of every conv/linear layer at input ``hw``.
+
+        One forward of the largest SubNet at that size covers every SubNet; cached per ``hw``.
+        """
+        hw = (int(hw[0]), int(hw[1]))
         positions = self._positions.get(hw)
         if positions is not None:
             return positions
@@ -99,15 +115,16 @@ class CostModel:
             else:
                 yield name, module, {n: tuple(p.shape) for n, p in module._parameters.items() if p is not None}
 
+    def layer_macs(self, cfg: Mapping[str, Any] | SubNetConfig | None = None) -> dict[str, int]:
+        """MACs of every conv/linear layer SubNet ``cfg`` runs, in execution order, by module name."""
+        with self.net.subnet(cfg) as canonical:
+            positions = self.output_positions(input_hw(self.net, canonical, self.input_size))
+            return {name: math.prod(shapes["weight"]) * positions[name]
+                    for name, module, shapes in self._active_shapes() if isinstance(module, _COMPUTE)}
+
     def macs(self, cfg: Mapping[str, Any] | SubNetConfig | None = None) -> int:
         """Multiply-accumulates of one forward of one sample through SubNet ``cfg``."""
-        with self.net.subnet(cfg) as canonical:
-            positions = self._trace(_input_hw(self.net, canonical, self.input_size))
-            total = 0
-            for name, module, shapes in self._active_shapes():
-                if isinstance(module, _COMPUTE):
-                    total += math.prod(shapes["weight"]) * positions[name]
-        return total
+        return sum(self.layer_macs(cfg).values())
 
     def params(self, cfg: Mapping[str, Any] | SubNetConfig | None = None) -> int:
         """Parameters of SubNet ``cfg`` (equals ``sum(p.numel() for p in net.extract(cfg).parameters())``)."""
@@ -226,7 +243,7 @@ def profile_latency(
         for cfg in configs:
             canonical = net.space.validate(cfg)
             model = net.extract(canonical).to(device).eval() if mode == "extract" else net
-            hw = _input_hw(net, canonical, input_size)
+            hw = input_hw(net, canonical, input_size)
             for b in batch_sizes:
                 x = torch.randn(int(b), getattr(net, "in_chans", 3), *hw, device=device, dtype=ref.dtype)
                 times = []

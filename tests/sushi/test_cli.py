@@ -1,0 +1,94 @@
+"""``ws-sushi simulate`` and ``ws-sushi export``, run in-process."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ws_sushi.accuracy import AccuracyTable
+from ws_sushi.cli import main
+
+SMALL = ["--model", "ws_ofa_mbv3_035_32", "--hardware", "mcu_m7", "--bits", "4"]
+
+
+def test_simulate_reference_stream(tmp_path, capsys):
+    out = tmp_path / "summary.json"
+    trace = tmp_path / "stream.csv"
+    rc = main(["simulate", *SMALL, "--phase-seconds", "3", "--objective", "latency", "--json", str(out),
+               "--save-trace", str(trace), "--period", "4", "--window", "16"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "log-MACs proxy accuracy" in text and "27 candidate SubNets" in text
+    for name in ("no-cache", "static", "sgs"):
+        assert name in text
+    summary = json.loads(out.read_text())
+    assert summary["hardware"] == "mcu_m7" and summary["bits"] == 4 and summary["accuracy_source"] == "proxy"
+    pol = summary["policies"]
+    assert pol["sgs"]["offchip_energy_mj"] < pol["no-cache"]["offchip_energy_mj"]
+    assert pol["static"]["offchip_energy_mj"] < pol["no-cache"]["offchip_energy_mj"]
+    assert trace.is_file() and summary["queries"] == len(trace.read_text().splitlines()) - 1
+
+
+def test_simulate_trace_and_accuracy_table(tmp_path, capsys, tiny_mbv3):
+    net = tiny_mbv3
+    table = AccuracyTable([net.space.min(), net.space.max()], [0.61, 0.68], source="measured")
+    table.save(tmp_path / "acc.json")
+    (tmp_path / "trace.csv").write_text("arrival_s,slo_ms\n0.0,200\n0.05,30\n0.5,200\n")
+    rc = main(["simulate", *SMALL, "--accuracy", str(tmp_path / "acc.json"), "--trace", str(tmp_path / "trace.csv"),
+               "--policies", "no-cache,sgs", "--json", str(tmp_path / "s.json")])
+    assert rc == 0
+    assert "2 candidate SubNets" in capsys.readouterr().out
+    pol = json.loads((tmp_path / "s.json").read_text())["policies"]
+    assert set(pol) == {"no-cache", "sgs"} and pol["sgs"]["queries"] == 3
+    assert 0.61 <= pol["no-cache"]["served_accuracy"] <= 0.68
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--hardware", "zcu999"], "unknown hardware profile 'zcu999'"),
+    (["--model", "ws_ofa_mbv3_035_32", "--hardware", "zcu104"], "is larger than the whole SuperNet"),
+    (["--model", "ws_ofa_mbv3_035_32", "--hardware", "mcu_m7", "--cache-bytes", "10000000"],
+     "is larger than the whole SuperNet"),
+    ([*SMALL, "--policies", "lru"], "--policies allows"),
+    (["--model", "resnet18"], "not a ws-core SuperNet"),
+])
+def test_simulate_bad_input(args, message, capsys):
+    assert main(["simulate", *args]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_simulate_subnet_outside_the_supernet(tmp_path, capsys, tiny_mbv3):
+    bad = tiny_mbv3.space.max().to_dict()
+    bad["expand"] = [8] * len(bad["expand"])
+    (tmp_path / "acc.json").write_text(json.dumps(
+        {"entries": [{"config": bad, "accuracy": 0.7}], "source": "measured"}))
+    assert main(["simulate", *SMALL, "--accuracy", str(tmp_path / "acc.json")]) == 2
+    err = capsys.readouterr().err
+    assert "outside the SuperNet" in err and "'expand'" in err
+
+
+def test_export_bad_input(tmp_path, capsys):
+    assert main(["export", "--subnet", '{"depth": [9, 9, 9, 9, 9]}', "--out", str(tmp_path / "m.onnx")]) == 2
+    assert "outside the SuperNet" in capsys.readouterr().err
+    assert main(["export", "--subnet", "biggest", "--out", str(tmp_path / "m.onnx")]) == 2
+    assert "--subnet must be 'min', 'max'" in capsys.readouterr().err
+    from ws_sushi.finn import finn_available
+
+    if not finn_available():
+        assert main(["export", "--out", str(tmp_path / "m.onnx"), "--finn-build", str(tmp_path / "b")]) == 2
+        assert "needs the FINN compiler" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_export_writes_qonnx_and_folding(tmp_path, capsys):
+    rc = main(["export", "--model", "ws_ofa_resnet50_025_32", "--subnet", "min", "--weight-bits", "4",
+               "--out", str(tmp_path / "sub.onnx"), "--folding", str(tmp_path / "folding.json"),
+               "--target-fps", "500", "--calibration-batches", "2", "--recalibrate-bn"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "qonnx execution vs PyTorch: max |diff|" in text and "FINN-style estimate" in text
+    assert "outputs are almost zero" not in text  # BN recalibrated: a meaningful comparison
+    folding = json.loads((tmp_path / "folding.json").read_text())
+    assert folding["Defaults"] == {} and all(k.startswith("MVAU_hls_") for k in folding if k != "Defaults")
+    assert (tmp_path / "sub.onnx").stat().st_size > 0
