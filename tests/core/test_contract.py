@@ -198,3 +198,20 @@ def test_kernel_transform_variant_keeps_the_contract():
         net.activate(cfg)
         with torch.no_grad():
             torch.testing.assert_close(net.extract(cfg).eval()(x), net(x), atol=1e-5, rtol=0)
+
+
+def test_deepcopy_gives_an_independent_supernet(model):
+    import copy
+
+    _, net = model
+    net.activate(net.space.max())
+    net.activate(net.space.min())  # fill the per-block actuation plans
+    net.activate(net.space.max())
+    twin = copy.deepcopy(net)
+    cfg = net.space.min()
+    twin.activate(cfg)
+    x = _input(net, cfg.replace(resolution=net.space["resolution"].choices[0]))
+    with torch.no_grad():
+        torch.testing.assert_close(twin(x), net.extract(cfg).eval()(x), atol=1e-5, rtol=0)
+    assert net.active == net.space.max()
+    assert all(s.active_depth == len(s.blocks) for s in net.stages)  # the original did not move

@@ -350,6 +350,13 @@ class ElasticBlock:
     def _configure(self, *choices) -> None:
         raise NotImplementedError
 
+    def __getstate__(self) -> dict:
+        # plans hold the *instance dicts* of the block's layers: never carry them into a copy
+        state = dict(super().__getstate__())
+        state.pop("_plans", None)
+        state.pop("_plan_leaves", None)
+        return state
+
     def configure(self, *choices) -> None:
         plans = self.__dict__.get("_plans")
         if plans is None:
@@ -393,6 +400,11 @@ class ElasticSqueezeExcite(nn.Module):
         reduce, expand = self.__dict__.get("_convs") or self._cache_convs()
         reduce.configure(channels, mid)
         expand.configure(mid, channels)
+
+    def __getstate__(self) -> dict:
+        state = dict(super().__getstate__())
+        state.pop("_convs", None)
+        return state
 
     def _cache_convs(self) -> tuple[ElasticConv2d, ElasticConv2d]:
         convs = (self.reduce, self.expand)

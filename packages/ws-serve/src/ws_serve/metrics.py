@@ -1,0 +1,87 @@
+"""Prometheus metrics of a ws-serve server (``GET /metrics``), in a registry owned by the server.
+
+=====================================  =========  ==================================================
+metric                                 type       meaning
+=====================================  =========  ==================================================
+``ws_serve_queue_length``              gauge      queries waiting in the global EDF queue
+``ws_serve_workers_alive``             gauge      workers serving
+``ws_serve_requests_total{outcome}``   counter    finished requests: ``ok`` (within SLO), ``late``,
+                                                  ``deadline_exceeded``, ``overloaded``, ``worker_failed``,
+                                                  ``error``, ``shutdown``
+``ws_serve_slo_attainment``            gauge      ``ok`` / all finished requests (rejections included)
+``ws_serve_mean_served_accuracy``      gauge      mean profiled accuracy of SubNets serving ``ok``
+                                                  requests
+``ws_serve_subnet_requests_total``     counter    requests served per SubNet id
+``ws_serve_request_latency_seconds``   histogram  arrival to response, served requests
+``ws_serve_queue_time_seconds``        histogram  arrival to dispatch, served requests
+``ws_serve_inference_seconds{subnet}`` histogram  batch forward time per SubNet
+``ws_serve_batch_size``                histogram  queries per dispatched batch
+=====================================  =========  ==================================================
+"""
+
+from __future__ import annotations
+
+import threading
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+__all__ = ["OUTCOMES", "ServeMetrics"]
+
+OUTCOMES = ("ok", "late", "deadline_exceeded", "overloaded", "worker_failed", "error", "shutdown")
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.036, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class ServeMetrics:
+    """The server's Prometheus collectors (a private :class:`CollectorRegistry` unless one is given)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        r = self.registry = registry if registry is not None else CollectorRegistry()
+        self.queue_length = Gauge("ws_serve_queue_length", "Queries waiting in the global EDF queue", registry=r)
+        self.workers_alive = Gauge("ws_serve_workers_alive", "Workers serving", registry=r)
+        self.requests = Counter("ws_serve_requests", "Finished requests by outcome", ["outcome"], registry=r)
+        self.slo_attainment = Gauge("ws_serve_slo_attainment",
+                                    "Requests finished within their SLO / all finished requests", registry=r)
+        self.mean_accuracy = Gauge("ws_serve_mean_served_accuracy",
+                                   "Mean profiled accuracy of the SubNets serving requests within SLO", registry=r)
+        self.subnet_requests = Counter("ws_serve_subnet_requests", "Requests served per SubNet", ["subnet"],
+                                       registry=r)
+        self.latency = Histogram("ws_serve_request_latency_seconds", "Arrival to response of served requests",
+                                 buckets=_LATENCY_BUCKETS, registry=r)
+        self.queue_time = Histogram("ws_serve_queue_time_seconds", "Arrival to dispatch of served requests",
+                                    buckets=_LATENCY_BUCKETS, registry=r)
+        self.inference = Histogram("ws_serve_inference_seconds", "Batch forward time per SubNet", ["subnet"],
+                                   buckets=_LATENCY_BUCKETS, registry=r)
+        self.batch_size = Histogram("ws_serve_batch_size", "Queries per dispatched batch",
+                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=r)
+        for outcome in OUTCOMES:
+            self.requests.labels(outcome)
+        self._lock = threading.Lock()
+        self._finished = self._ok = 0
+        self._accuracy_sum = 0.0
+
+    def finished(self, outcome: str, n: int = 1, accuracy: float | None = None) -> None:
+        """Count ``n`` finished requests with ``outcome`` (``accuracy`` of the SubNet for ``ok``)."""
+        if outcome not in OUTCOMES:
+            raise ValueError(f"unknown outcome {outcome!r}; allowed {OUTCOMES}")
+        self.requests.labels(outcome).inc(n)
+        with self._lock:
+            self._finished += n
+            if outcome == "ok":
+                self._ok += n
+                if accuracy is not None:
+                    self._accuracy_sum += accuracy * n
+                    self.mean_accuracy.set(self._accuracy_sum / self._ok)
+            self.slo_attainment.set(self._ok / self._finished)
+
+    def served(self, subnet: str, latency_s: float, queue_s: float) -> None:
+        self.subnet_requests.labels(subnet).inc()
+        self.latency.observe(latency_s)
+        self.queue_time.observe(queue_s)
+
+    def batch(self, subnet: str, size: int, seconds: float) -> None:
+        self.batch_size.observe(size)
+        self.inference.labels(subnet).observe(seconds)
+
+    def render(self) -> bytes:
+        """The exposition text (``text/plain; version=0.0.4``)."""
+        return generate_latest(self.registry)

@@ -1,0 +1,136 @@
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import numpy as np
+import pytest
+import timm
+import torch
+from safetensors.torch import save_file
+
+from ws_core.checkpoint import save_checkpoint
+from ws_serve.cli import main
+from ws_serve.profile import Profile, ServedSet
+from ws_serve.traces import Trace, synthetic_maf_invocations, write_maf_invocations
+
+
+def test_simulate_prints_a_table_and_writes_json(tmp_path, capsys):
+    out = tmp_path / "sim.json"
+    assert main(["simulate", "--trace", "bursty", "--duration", "1", "--cv2", "4",
+                 "--policy", "slackfit", "--policy", "mincost", "--policy", "fixed:23", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "synthetic" in text and "slackfit" in text and "mincost" in text
+    results = json.loads(out.read_text())
+    assert [r["policy"] for r in results][:2] == ["slackfit(buckets=100)", "mincost"]
+    assert all(0.0 <= r["slo_attainment"] <= 1.0 for r in results)
+    with pytest.raises(SystemExit, match="unknown policies"):
+        main(["simulate", "--duration", "1", "--policy", "fastest"])
+    with pytest.raises(SystemExit):
+        main(["run", "--model", "ws_ofa_mbv3_035_32", "--policy", "fastest"])
+    assert "--policy must be one of" in capsys.readouterr().err
+
+
+def test_trace_files_feed_simulate(tmp_path, capsys):
+    bursty = tmp_path / "b.csv"
+    assert main(["trace", "bursty", "--out", str(bursty), "--duration", "2", "--base-rate", "100",
+                 "--variant-rate", "200", "--cv2", "2"]) == 0
+    assert len(Trace.load(bursty)) == pytest.approx(600, rel=0.15)
+    maf_csv = write_maf_invocations(tmp_path / "invocations_per_function_md.anon.d01.csv",
+                                    synthetic_maf_invocations(num_functions=10, minutes=60, seed=1))
+    maf = tmp_path / "maf.json"
+    assert main(["trace", "maf", "--out", str(maf), "--invocations", str(maf_csv), "--duration", "3",
+                 "--mean-rate", "500"]) == 0
+    assert Trace.load(maf).mean_rate == pytest.approx(500, rel=0.1)
+    assert main(["trace", "time-varying", "--out", str(tmp_path / "tv.csv"), "--duration", "2"]) == 0
+    profile = tmp_path / "p.json"
+    Profile(("a", "b"), (70.0, 80.0), ((1.0, 1.5), (3.0, 5.0))).save(profile)
+    capsys.readouterr()
+    assert main(["simulate", "--profile", str(profile), "--trace", str(maf), "--workers", "2", "--slo-ms", "20"]) == 0
+    assert "maf" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="none of these"):
+        main(["simulate", "--trace", str(tmp_path / "missing.csv")])
+
+
+def test_profile_writes_files_next_to_the_checkpoint(tmp_path, capsys):
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(timm.create_model("ws_ofa_mbv3_035_32", num_classes=10), tmp_path / "net.safetensors")
+    images = tmp_path / "calib.safetensors"
+    save_file({"images": torch.randn(16, 3, 32, 32)}, str(images))
+    out = tmp_path / "profile.json"
+    assert main(["profile", "--checkpoint", str(ckpt), "--subnets", "2", "--max-batch", "2",
+                 "--profile-repeats", "1", "--calibrate", str(images), "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "recalibrated" in text and "b=2" in text
+    served = ServedSet.load(f"{ckpt}.served.json")
+    profile = Profile.load(out)
+    assert sorted(profile.subnet_ids) == sorted(served.ids) and profile.max_batch == 2
+    assert os.path.isfile(f"{ckpt}.subnetnorm.safetensors")
+    assert any(p.name.startswith("net.safetensors.latency-cpu") for p in tmp_path.iterdir())
+
+
+def _wait_for(path, pattern, proc, timeout=240.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = path.read_text() if path.exists() else ""
+        m = re.search(pattern, text)
+        if m:
+            return m
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited with {proc.returncode}:\n{text}")
+        time.sleep(0.1)
+    raise AssertionError(f"server did not start in {timeout} s:\n{path.read_text()}")
+
+
+def test_end_to_end_server_process(tmp_path):
+    """Start ``ws-serve run`` as a real process on a free loopback port, infer, scrape, shut down."""
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(timm.create_model("ws_ofa_mbv3_035_32", num_classes=10), tmp_path / "net.safetensors")
+    log = tmp_path / "server.log"
+    cmd = [sys.executable, "-m", "ws_serve.cli", "run", "--checkpoint", str(ckpt), "--port", "0",
+           "--subnets", "3", "--max-batch", "2", "--profile-repeats", "1", "--workers", "2", "--slo-ms", "5000"]
+    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", PYTHONUNBUFFERED="1")
+    with open(log, "w") as f:
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
+    try:
+        m = _wait_for(log, r"at http://127\.0\.0\.1:(\d+) with 2 worker", proc)
+        base = f"http://127.0.0.1:{m.group(1)}"
+        with httpx.Client(base_url=base, timeout=60) as http:
+            deadline = time.monotonic() + 60
+            while http.get("/v2/health/ready").status_code != 200 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            meta = http.get("/v2/models/ws_ofa_mbv3_035_32").json()
+            assert meta["inputs"][0]["shape"] == [-1, 3, 32, 32]
+            with open(f"{ckpt}.served.json") as f:
+                served = json.load(f)
+            ids = {s["id"] for s in served["subnets"]}
+            x = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
+            body = {"id": "e2e", "inputs": [{"name": "input", "shape": [2, 3, 32, 32], "datatype": "FP32",
+                                             "data": x.ravel().tolist()}], "parameters": {"slo_ms": 4000}}
+            for _ in range(3):
+                r = http.post("/v2/models/ws_ofa_mbv3_035_32/infer", json=body)
+                assert r.status_code == 200, r.text
+                out = r.json()
+                assert out["id"] == "e2e" and out["outputs"][0]["shape"] == [2, 10]
+                assert out["parameters"]["subnet_id"] in ids
+                assert np.isfinite(out["outputs"][0]["data"]).all()
+            bad = http.post("/v2/models/ws_ofa_mbv3_035_32/infer", content=b"[")
+            assert bad.status_code == 400
+            metrics = http.get("/metrics").text
+            assert 'ws_serve_requests_total{outcome="ok"} 3.0' in metrics
+            assert "ws_serve_queue_length 0.0" in metrics and "ws_serve_slo_attainment 1.0" in metrics
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:  # pragma: no cover - only if shutdown hangs
+            proc.kill()
+            raise
+    assert proc.returncode == 0, log.read_text()
+    assert "ws-serve: stopped" in log.read_text()

@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from ws_serve.deploy import build_app, make_local_workers
+from ws_serve.loadgen import encode_infer_request, replay_sync
+from ws_serve.server import parse_infer_request
+from ws_serve.traces import Trace, bursty_trace
+
+
+def test_encoded_requests_parse_on_the_server(deployment):
+    x = np.ones((1, 3, 32, 32), np.float32)
+    body, header = encode_infer_request(x, slo_ms=25)
+    parsed = parse_infer_request(body, header, deployment.model)
+    assert parsed.slo_ms == 25 and parsed.binary_output and parsed.inputs.shape == (1, 3, 32, 32)
+    assert json.loads(body[:header])["inputs"][0]["parameters"]["binary_data_size"] == x.nbytes
+
+
+def test_open_loop_replay_measures_attainment_and_accuracy(deployment, serve_in_thread):
+    workers = make_local_workers(deployment, workers=1)
+    app, _ = build_app(deployment, workers, "slackfit", max_queue=8)
+    # 30 queries over 1.5 s, SLO 5 s: all are served in time on the tiny SuperNet
+    calm = Trace(np.linspace(0, 1.5, 30))
+    # then a burst far beyond what one CPU worker serves with a 40 ms SLO: misses and 503s/504s
+    burst = bursty_trace(base_rate=0, variant_rate=400, cv2=8, duration_s=0.5, seed=0)
+    with serve_in_thread(app) as address:
+        ok = replay_sync(f"http://{address}", deployment.model.name, calm, slo_ms=5000)
+        hard = replay_sync(f"http://{address}", deployment.model.name, burst, slo_ms=40)
+    assert ok.sent == 30 and ok.ok == 30 and ok.slo_attainment == 1.0
+    accuracies = {s.id: s.accuracy for s in deployment.served}
+    assert min(accuracies.values()) <= ok.mean_accuracy <= max(accuracies.values())
+    assert set(ok.subnets) <= set(accuracies)
+    assert sum(ok.statuses.values()) == 30
+    assert hard.sent == len(burst) and sum(hard.statuses.values()) == hard.sent  # one answer per request
+    assert hard.slo_attainment < 1.0
+    assert set(hard.statuses) <= {200, 503, 504}
+    report = hard.to_dict()
+    assert report["sent"] == hard.sent and 0 <= report["slo_attainment"] < 1

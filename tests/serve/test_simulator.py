@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ws_serve.policies import FixedSubNet, MaxAcc, MinCost, SlackFit
+from ws_serve.profile import Profile, superserve_paper_profile
+from ws_serve.simulator import simulate
+from ws_serve.traces import bursty_trace
+
+# one SubNet, 10 ms per batch whatever its size (up to 4): easy to follow by hand
+FLAT = Profile(("a",), (70.0,), ((10.0, 10.0, 10.0, 10.0),))
+TWO = Profile(("lo", "hi"), (70.0, 80.0), ((2.0, 3.0, 4.0, 5.0), (10.0, 20.0, 30.0, 40.0)))
+
+
+def test_single_worker_hand_computed():
+    # arrivals at 0, 1, 2, 3 ms; SLO 25 ms. t=0: q0 alone -> batch [q0], done at 10 ms.
+    # t=10: q1..q3 wait -> one batch of 3, done at 20 ms: q1 (deadline 26), q2 (27), q3 (28) all in time.
+    r = simulate([0.0, 0.001, 0.002, 0.003], FixedSubNet(FLAT, 0), num_workers=1, slo_ms=25)
+    assert (r.met_slo, r.served_late, r.dropped, r.batches) == (4, 0, 0, 2)
+    assert r.slo_attainment == 1.0 and r.mean_accuracy == 70.0 and r.mean_batch == 2.0
+    # SLO 15 ms: q1..q3 have deadlines 16..18 ms; at t=10 the slack of q1 is 6 ms < 10 ms -> all dropped
+    r = simulate([0.0, 0.001, 0.002, 0.003], FixedSubNet(FLAT, 0), num_workers=1, slo_ms=15)
+    assert (r.met_slo, r.dropped) == (1, 3)
+    # with late="serve" they run best effort and finish at 20 ms: late, not dropped
+    r = simulate([0.0, 0.001, 0.002, 0.003], FixedSubNet(FLAT, 0), num_workers=1, slo_ms=15, late="serve")
+    assert (r.met_slo, r.served_late, r.dropped) == (1, 3, 0)
+
+
+def test_two_workers_and_the_policy_choice():
+    # SlackFit, edges 2, 3, ..., 40 ms. Slack 30: the largest batch under 30 ms is 4, only lo serves 4 in
+    # time (hi needs 40) -> lo, even for a single query. Slack 40: (hi, 4) fits -> hi.
+    r = simulate([0.0], SlackFit(TWO, num_buckets=39), num_workers=2, slo_ms=30)
+    assert r.subnet_queries == {"lo": 1} and r.mean_accuracy == 70.0
+    r = simulate([0.0], SlackFit(TWO, num_buckets=39), num_workers=2, slo_ms=40)
+    assert r.subnet_queries == {"hi": 1} and r.mean_accuracy == 80.0
+    # MinCost always uses lo. Work-conserving: q0 starts alone at once, q1 and q2 then run as one batch
+    r = simulate([0.0, 0.0, 0.0], MinCost(TWO), num_workers=1, slo_ms=30)
+    assert r.subnet_queries == {"lo": 3} and r.met_slo == 3 and r.batches == 2
+
+
+def test_bounded_queue_rejects():
+    r = simulate(np.zeros(10), FixedSubNet(FLAT, 0), num_workers=1, slo_ms=1000, max_queue=3)
+    # q0 goes straight to the worker (the queue is drained as it fills), then 3 wait, 6 are rejected
+    assert r.rejected == 6 and r.met_slo == 4
+    assert r.met_slo + r.served_late + r.dropped + r.rejected + r.unserved == r.queries
+
+
+def test_worker_failure_requeues_the_batch():
+    # two workers; both busy at t=0 (one query each); worker dies at 5 ms: its query is retried
+    r = simulate([0.0, 0.0], FixedSubNet(FLAT, 0), num_workers=2, slo_ms=100, worker_failures=[0.005])
+    assert r.retried == 1 and r.met_slo == 2
+    # every worker dies: the rest is unserved, and counted
+    r = simulate([0.0, 0.02, 0.03], FixedSubNet(FLAT, 0), num_workers=1, slo_ms=100, worker_failures=[0.005])
+    assert r.met_slo == 0 and r.unserved == 3
+
+
+def test_validation():
+    with pytest.raises(ValueError, match="late"):
+        simulate([0.0], MinCost(FLAT), late="maybe")
+    with pytest.raises(ValueError, match="sorted"):
+        simulate([1.0, 0.0], MinCost(FLAT))
+    with pytest.raises(ValueError, match="num_workers"):
+        simulate([0.0], MinCost(FLAT), num_workers=0)
+
+
+def test_paper_scale_slackfit_holds_where_accurate_fixed_subnets_collapse():
+    """A short version of the benchmark: 8 workers, ~7000 q/s bursty (CV² 8), SLO 36 ms."""
+    p = superserve_paper_profile()
+    trace = bursty_trace(1500, 5550, 8, duration_s=3, seed=0)
+    slack = simulate(trace, SlackFit(p), 8, 36)
+    fixed = simulate(trace, FixedSubNet(p, 14), 8, 36)  # a fixed SubNet more accurate than SlackFit's mean
+    mincost = simulate(trace, MinCost(p), 8, 36)
+    maxacc = simulate(trace, MaxAcc(p), 8, 36)
+    assert slack.slo_attainment >= 0.99
+    assert fixed.slo_attainment < 0.9 and maxacc.slo_attainment < 0.9
+    assert slack.mean_accuracy > mincost.mean_accuracy + 2
