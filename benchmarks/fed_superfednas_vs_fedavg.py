@@ -1,0 +1,165 @@
+"""SuperFedNAS vs FedAvg-per-target: training cost and accuracy for K deployment targets, in one run.
+
+Both methods run through the same code: the ws-fed ``ClientApp`` (``ws_fed.client_app:app``), the
+``SuperFedNAS`` strategy (FedAvg-per-target is its static special case, ``FedAvgSubNet``) and
+``ws_fed.run_federated``. To be fast, the rounds run in this process on an ``InProcessGrid`` (the
+ClientApp is called directly with deep-copied messages) instead of Flower's simulation or deployment
+engine; messages, aggregation and cost accounting are the same code as under ``flwr run``.
+
+1. **SuperFedNAS**: one federated training of the SuperNet (tracking sandwich, MaxNet β schedule),
+   then one-shot specialisation to K MAC budgets (evolutionary search on server-side validation
+   accuracy, no retraining).
+2. **FedAvg per target**: for each target, the SubNet SuperFedNAS picked is trained from the same
+   initial weights with FedAvg, for the same number of rounds, clients per round and local epochs.
+
+Costs are measured, not estimated: client compute = Σ over accepted replies of 3 × forward MACs of the
+trained SubNet × samples processed (``ws_core.cost.CostModel``), and communication = bytes of the
+serialized arrays sent to and received from clients. Accuracy is on the held-out digits test split,
+each SubNet's BN statistics re-estimated on the validation split (the same procedure for both methods).
+
+    python benchmarks/fed_superfednas_vs_fedavg.py            # defaults: 10 clients, Dirichlet α = 1
+    python benchmarks/fed_superfednas_vs_fedavg.py --rounds 3 --targets 0.3,0.8   # smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+import torch
+
+from ws_core.cost import CostModel
+from ws_fed import DeploymentTarget, FedConfig, InProcessGrid, run_federated
+from ws_fed.client_app import app as client_app
+from ws_fed.federated import evaluators
+from ws_fed.specialise import specialise
+from ws_fed.task import build_supernet, load_digits
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--clients", type=int, default=10, help="virtual clients (partitions)")
+    p.add_argument("--fraction", type=float, default=0.4, help="share of clients per round (SuperFedNAS: 0.4)")
+    p.add_argument("--rounds", type=int, default=30, help="rounds, for SuperFedNAS and for each FedAvg run")
+    p.add_argument("--local-epochs", type=int, default=2)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--alpha", type=float, default=1.0, help="Dirichlet concentration of the label split")
+    p.add_argument("--beta-initial", type=float, default=0.5,
+                   help="MaxNet share of round 1, decaying to 1/K (SuperFedNAS: 0.9 over 1,200 of 1,500 rounds)")
+    p.add_argument("--targets", default="0.15,0.35,0.6,0.9",
+                   help="K MAC budgets as fractions of the span from the smallest to the largest SubNet")
+    p.add_argument("--search-population", type=int, default=16)
+    p.add_argument("--search-generations", type=int, default=4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", help="also write all numbers here")
+    return p.parse_args(argv)
+
+
+def run_config(args: argparse.Namespace) -> FedConfig:
+    return FedConfig(
+        num_server_rounds=args.rounds, fraction_train=args.fraction, min_train_nodes=2, min_available_nodes=2,
+        local_epochs=args.local_epochs, batch_size=args.batch_size, lr=args.lr, partitioner="dirichlet",
+        dirichlet_alpha=args.alpha, beta_initial=args.beta_initial, seed=args.seed,
+        search_population=args.search_population, search_generations=args.search_generations,
+    )
+
+
+def train(cfg: FedConfig, num_clients: int, subnet=None):
+    t0 = time.perf_counter()
+    with InProcessGrid(client_app, num_nodes=num_clients, run_config=cfg.to_run_config()) as grid:
+        run = run_federated(grid, cfg, net=build_supernet(cfg.model, cfg.image_size, seed=cfg.seed), subnet=subnet)
+    return run, time.perf_counter() - t0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    cfg = run_config(args)
+    data = load_digits(cfg.image_size, seed=cfg.seed)
+    probe = build_supernet(cfg.model, cfg.image_size, seed=cfg.seed)
+    costs = CostModel(probe)
+    lo, hi = costs.macs(probe.space.min()), costs.macs(probe.space.max())
+    fractions = [float(f) for f in args.targets.split(",")]
+    targets = [DeploymentTarget(f"T{i + 1}", max_macs=lo + f * (hi - lo)) for i, f in enumerate(fractions)]
+    per_round = max(int(args.clients * args.fraction), cfg.min_train_nodes)
+    print(f"# SuperFedNAS vs FedAvg-per-target: {cfg.model} on digits {cfg.image_size}x{cfg.image_size}, "
+          f"{args.clients} clients (Dirichlet alpha={args.alpha:g}), {per_round} per round, {args.rounds} rounds, "
+          f"{args.local_epochs} local epoch(s), beta {args.beta_initial:g} -> 1/{per_round}, K={len(targets)} targets",
+          flush=True)
+    print(f"# SubNet MACs range {lo / 1e6:.3f}M .. {hi / 1e6:.3f}M; torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()}", flush=True)
+
+    # 1. SuperFedNAS: one training, then one-shot specialisation -----------------------------------
+    sfn, sfn_time = train(cfg, args.clients)
+    sfn_cost = sfn.strategy.total_cost()
+    print(f"SuperFedNAS trained in {sfn_time:.0f} s: {sfn_cost}", flush=True)
+    t0 = time.perf_counter()
+    val_acc, test_acc = evaluators(sfn.net, data, cfg)
+    specs = specialise(sfn.net, targets, val_acc, test=test_acc, population_size=cfg.search_population,
+                       generations=cfg.search_generations, seed=cfg.seed)
+    search_time = time.perf_counter() - t0
+    # inference work of the search: every distinct SubNet scored once (BN recalibration + validation pass)
+    per_eval_samples = len(data.val) + cfg.bn_batches * cfg.batch_size
+    search_macs = sum(costs.macs(c) for c in val_acc.cache) * per_eval_samples
+    print(f"specialised {len(specs)} targets in {search_time:.0f} s", flush=True)
+
+    # 2. FedAvg per target: each found SubNet trained on its own for the same rounds --------------
+    fedavg = []
+    for spec in specs:
+        run, seconds = train(cfg, args.clients, subnet=spec.subnet)
+        _, test_acc = evaluators(run.net, data, cfg)
+        fedavg.append({"target": spec.target.name, "accuracy": test_acc(spec.subnet), "seconds": seconds,
+                       **run.strategy.total_cost()})
+        print(f"FedAvg {spec.target.name} ({spec.macs / 1e6:.3f}M MACs) in {seconds:.0f} s: "
+              f"test acc {100 * fedavg[-1]['accuracy']:.2f}%", flush=True)
+
+    # 3. Report ------------------------------------------------------------------------------------
+    fa_macs = sum(f["client_macs"] for f in fedavg)
+    fa_bytes = sum(f["bytes"] for f in fedavg)
+    fa_time = sum(f["seconds"] for f in fedavg)
+    print()
+    print("| target | MAC budget | SubNet | SubNet MMACs | SuperFedNAS acc % | FedAvg acc % | Δ (points) |")
+    print("|---|---:|---|---:|---:|---:|---:|")
+    deltas = []
+    for spec, fa in zip(specs, fedavg):
+        delta = 100 * (spec.test_accuracy - fa["accuracy"])
+        deltas.append(delta)
+        print(f"| {spec.target.name} | {spec.target.max_macs / 1e6:.3f}M | {spec.subnet.id} | {spec.macs / 1e6:.3f} | "
+              f"{100 * spec.test_accuracy:.2f} | {100 * fa['accuracy']:.2f} | {delta:+.2f} |")
+    print()
+    print("| cost | SuperFedNAS (1 training + search) | FedAvg, K trainings | FedAvg / SuperFedNAS |")
+    print("|---|---:|---:|---:|")
+    print(f"| client training compute (GMACs) | {sfn_cost['client_macs'] / 1e9:.1f} | {fa_macs / 1e9:.1f} | "
+          f"{fa_macs / sfn_cost['client_macs']:.2f}× |")
+    print(f"| communication (MB, down + up) | {sfn_cost['bytes'] / 1e6:.1f} | {fa_bytes / 1e6:.1f} | "
+          f"{fa_bytes / sfn_cost['bytes']:.2f}× |")
+    print(f"| wall time here (s) | {sfn_time + search_time:.0f} | {fa_time:.0f} | "
+          f"{fa_time / (sfn_time + search_time):.2f}× |")
+    print(f"| server-side search compute (GMACs, inference; not client cost) | {search_macs / 1e9:.1f} | 0 | – |")
+    mac_ratio, byte_ratio = fa_macs / sfn_cost["client_macs"], fa_bytes / sfn_cost["bytes"]
+    within = all(d >= -1.0 for d in deltas)
+    print()
+    print(f"goal (>= 3x lower cost at accuracy within 1 point per target): "
+          f"compute {mac_ratio:.2f}x, communication {byte_ratio:.2f}x, worst accuracy gap {min(deltas):+.2f} points "
+          f"-> {'met' if min(mac_ratio, byte_ratio) >= 3 and within else 'NOT met'}")
+
+    if args.json:
+        payload = {
+            "args": vars(args), "superfednas": {**sfn_cost, "seconds": sfn_time, "search_seconds": search_time,
+                                                "search_macs": search_macs},
+            "specialisation": [s.to_dict() for s in specs], "fedavg": fedavg,
+            "ratios": {"client_macs": mac_ratio, "bytes": byte_ratio}, "deltas_points": deltas,
+        }
+        tmp = f"{args.json}.tmp"
+        with open(tmp, "w") as f:
+            json.dump(payload, f, indent=1, default=str)
+        os.replace(tmp, args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,277 @@
+"""The learning task in plain PyTorch (no Flower imports): data, SuperNet, local SubNet training, evaluation.
+
+* :func:`load_digits` — the bundled scikit-learn digits (1,797 real 8×8 grayscale images, offline),
+  split into stratified train / validation / test sets; the train split is what clients partition.
+* :func:`build_supernet` — a ws-core SuperNet from timm's registry, for 1-channel inputs at
+  ``image_size`` (its ``resolution`` dimension, so MACs are counted at the size actually used).
+* :func:`load_subnet_arrays` / :func:`subnet_arrays` — write the received weight slices into a local
+  SuperNet, read the trained ones back: a client *materialises* its SubNet by loading its slices into a
+  local SuperNet and activating it (in place, ws-core's actuation), so only the SubNet's elements are
+  read, trained and returned.
+* :func:`train_subnet` — SGD with cross-entropy and gradient clipping on the active SubNet.
+* :func:`evaluate_subnet` — accuracy and loss of one SubNet, after BN recalibration on a few batches
+  (``ws_core.bn.recalibrate_bn``), as OFA evaluates SubNets of a shared SuperNet.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import timm
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+import ws_core  # noqa: F401  (registers the ws_* SuperNets in timm)
+from ws_core import SubNetConfig, SuperNet
+from ws_core.bn import recalibrate_bn
+
+from .partition import partition_dataset
+from .payload import check_subnet_arrays, region_shapes
+
+__all__ = [
+    "DigitsSplits",
+    "EvalResult",
+    "TrainResult",
+    "build_supernet",
+    "client_dataset",
+    "evaluate_subnet",
+    "load_digits",
+    "load_subnet_arrays",
+    "make_loader",
+    "subnet_arrays",
+    "supernet_arrays",
+    "train_subnet",
+]
+
+NUM_CLASSES = 10
+
+
+@dataclass(frozen=True)
+class DigitsSplits:
+    """Stratified splits of scikit-learn's digits as ``TensorDataset(images [N,1,S,S], labels [N])``."""
+
+    train: TensorDataset
+    val: TensorDataset
+    test: TensorDataset
+
+
+def load_digits(image_size: int = 8, seed: int = 0, val_fraction: float = 0.1, test_fraction: float = 0.2
+                ) -> DigitsSplits:
+    """The bundled digits data set (no download), standardised, resized to ``image_size`` if not 8.
+
+    Args:
+        image_size: side of the square images (bilinear resize from 8×8).
+        seed: seeds the stratified split.
+        val_fraction / test_fraction: shares held out for validation (search, BN recalibration) and test.
+    """
+    from sklearn.datasets import load_digits as _sk_load_digits
+    from sklearn.model_selection import train_test_split
+
+    if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
+        raise ValueError(f"val_fraction and test_fraction must be in (0, 1) with a sum below 1, "
+                         f"got {val_fraction} and {test_fraction}")
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
+        raise ValueError(f"image_size must be an int >= 1, got {image_size!r}")
+    data = _sk_load_digits()
+    x = torch.tensor(data.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    y = torch.tensor(data.target, dtype=torch.int64)
+    idx = np.arange(len(y))
+    rest, test = train_test_split(idx, test_size=test_fraction, random_state=seed, stratify=data.target)
+    train, val = train_test_split(rest, test_size=val_fraction / (1 - test_fraction), random_state=seed,
+                                  stratify=data.target[rest])
+    mean, std = x[train].mean(), x[train].std()
+    x = (x - mean) / std
+    if image_size != x.shape[-1]:
+        x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False)
+
+    def part(i: np.ndarray) -> TensorDataset:
+        i = torch.as_tensor(np.sort(i))
+        return TensorDataset(x[i].contiguous(), y[i].contiguous())
+
+    return DigitsSplits(part(train), part(val), part(test))
+
+
+def client_dataset(train: Dataset, partition_id: int, num_partitions: int, partitioner: str = "dirichlet",
+                   alpha: float = 1.0, seed: int = 0) -> Dataset:
+    """The local data set of client ``partition_id``: its part of ``train`` (pure, the same on every node)."""
+    if not (isinstance(partition_id, int) and isinstance(num_partitions, int) and 0 <= partition_id < num_partitions):
+        raise ValueError(f"partition-id must be an int in [0, num-partitions={num_partitions}), got {partition_id!r}")
+    min_size = min(10, len(train) // num_partitions)  # type: ignore[arg-type]
+    parts = partition_dataset(train, num_partitions, partitioner, alpha=alpha, seed=seed, min_partition_size=min_size)
+    return parts[partition_id]
+
+
+def build_supernet(model: str = "ws_ofa_mbv3_035_32", image_size: int = 8, num_classes: int = NUM_CLASSES,
+                   in_chans: int = 1, seed: int | None = 0) -> SuperNet:
+    """A ws-core SuperNet from timm's registry for ``in_chans``×``image_size``² inputs.
+
+    The SuperNet's ``resolution`` dimension is set to ``(image_size,)``, so ``ws_core.cost.CostModel``
+    counts MACs at the input size used. ``seed`` makes the initial weights reproducible without
+    touching the global RNG (``None``: draw from it).
+    """
+    with torch.random.fork_rng(devices=[]):
+        if seed is not None:
+            torch.manual_seed(seed)
+        net = timm.create_model(model, num_classes=num_classes, in_chans=in_chans, resolutions=(image_size,))
+    if not isinstance(net, SuperNet):
+        raise ValueError(f"model {model!r} is not a ws-core SuperNet (try timm.list_models('ws_*'))")
+    return net
+
+
+def supernet_arrays(net: SuperNet) -> dict[str, np.ndarray]:
+    """Every state-dict tensor of ``net`` as a NumPy array (copies)."""
+    return {k: v.detach().cpu().numpy().copy() for k, v in net.state_dict().items()}
+
+
+def subnet_arrays(net: SuperNet, subnet: Mapping[str, Any] | SubNetConfig) -> dict[str, np.ndarray]:
+    """The weight slices SubNet ``subnet`` reads, as contiguous NumPy copies ``{key: array}``."""
+    state = net.state_dict()
+    return {k: np.array(state[k][s].detach().cpu().numpy(), order="C", copy=True)
+            for k, s in net.weight_slices(subnet).items()}
+
+
+@torch.no_grad()
+def load_subnet_arrays(net: SuperNet, subnet: Mapping[str, Any] | SubNetConfig,
+                       arrays: Mapping[str, np.ndarray]) -> None:
+    """Write SubNet ``subnet``'s slices into ``net`` (checked first: keys, shapes, finite values).
+
+    Raises:
+        InvalidSubNetArrays: if ``arrays`` does not match the SubNet; ``net`` is then unchanged.
+    """
+    slices = net.weight_slices(subnet)
+    state = net.state_dict()
+    arrays = {k: np.asarray(v) for k, v in arrays.items()}
+    check_subnet_arrays(arrays, region_shapes({k: state[k] for k in slices}, slices))
+    for key, region in slices.items():
+        target = state[key]
+        target[region].copy_(torch.from_numpy(arrays[key]).to(dtype=target.dtype, device=target.device))
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Outcome of local training: mean loss, samples processed (forward + backward) and steps."""
+
+    loss: float
+    samples: int
+    steps: int
+
+
+def _device(net: nn.Module, device: torch.device | str | None) -> torch.device:
+    return torch.device(device) if device is not None else next(net.parameters()).device
+
+
+def train_subnet(
+    net: SuperNet,
+    subnet: Mapping[str, Any] | SubNetConfig,
+    loader: Iterable,
+    *,
+    epochs: int = 1,
+    max_steps: int = 0,
+    lr: float = 0.05,
+    momentum: float = 0.0,
+    weight_decay: float = 0.0,
+    max_grad_norm: float = 0.0,
+    device: torch.device | str | None = None,
+) -> TrainResult:
+    """Train SubNet ``subnet`` of ``net`` in place (SGD, cross-entropy, optional gradient clipping).
+
+    Only the active SubNet runs, so only its elements receive gradients. ``max_steps > 0`` stops after
+    that many steps (cycling over ``loader`` if needed) instead of after ``epochs`` epochs.
+
+    Raises:
+        FloatingPointError: if the loss becomes non-finite (the update is then useless).
+    """
+    if epochs < 1 and max_steps < 1:
+        raise ValueError(f"train_subnet: need epochs >= 1 or max_steps >= 1, got {epochs} and {max_steps}")
+    dev = _device(net, device)
+    params = [p for p in net.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    total, samples, steps = 0.0, 0, 0
+    was_training = net.training
+    net.train()
+    try:
+        with net.subnet(subnet):
+            epoch = 0
+            while True:
+                for x, y in loader:
+                    x, y = x.to(dev), y.to(dev)
+                    loss = F.cross_entropy(net(x), y)
+                    if not torch.isfinite(loss):
+                        raise FloatingPointError(f"train_subnet: non-finite loss {loss.item()} at step {steps}")
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    if max_grad_norm > 0:
+                        nn.utils.clip_grad_norm_(params, max_grad_norm)
+                    optimizer.step()
+                    total += loss.item() * len(y)
+                    samples += len(y)
+                    steps += 1
+                    if max_steps and steps >= max_steps:
+                        break
+                epoch += 1
+                if (max_steps and steps >= max_steps) or (not max_steps and epoch >= epochs) or samples == 0:
+                    break
+    finally:
+        net.train(was_training)
+    if samples == 0:
+        raise ValueError("train_subnet: the loader yielded no batches")
+    return TrainResult(loss=total / samples, samples=samples, steps=steps)
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Accuracy (fraction in [0, 1]), mean cross-entropy and number of examples."""
+
+    accuracy: float
+    loss: float
+    num_examples: int
+
+
+@torch.no_grad()
+def evaluate_subnet(
+    net: SuperNet,
+    subnet: Mapping[str, Any] | SubNetConfig,
+    loader: Iterable,
+    *,
+    bn_loader: Iterable | None = None,
+    bn_batches: int = 4,
+    device: torch.device | str | None = None,
+) -> EvalResult:
+    """Accuracy of SubNet ``subnet``; with ``bn_loader``, its BN statistics are re-estimated first.
+
+    Recalibration writes the SubNet's statistics into ``net`` (its active channels); evaluate on a
+    scratch copy of the global model if they must stay untouched.
+    """
+    dev = _device(net, device)
+    if bn_loader is not None:
+        recalibrate_bn(net, bn_loader, cfg=subnet, num_batches=bn_batches, device=dev)
+    was_training = net.training
+    net.eval()
+    correct, total, loss = 0, 0, 0.0
+    try:
+        with net.subnet(subnet):
+            for x, y in loader:
+                x, y = x.to(dev), y.to(dev)
+                logits = net(x)
+                loss += F.cross_entropy(logits, y, reduction="sum").item()
+                correct += (logits.argmax(1) == y).sum().item()
+                total += len(y)
+    finally:
+        net.train(was_training)
+    if total == 0:
+        raise ValueError("evaluate_subnet: the loader yielded no examples")
+    return EvalResult(accuracy=correct / total, loss=loss / total if math.isfinite(loss) else math.inf,
+                      num_examples=total)
+
+
+def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int = 0) -> DataLoader:
+    """A single-process ``DataLoader`` (seeded shuffling)."""
+    g = torch.Generator().manual_seed(seed)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=g if shuffle else None)
+

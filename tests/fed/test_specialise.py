@@ -1,0 +1,74 @@
+"""One-shot specialisation: search per target within the budget, no retraining."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ws_core.cost import CostModel
+from ws_fed.specialise import DeploymentTarget, SubNetAccuracy, format_table, specialise
+from ws_fed.task import make_loader, supernet_arrays
+
+
+def proxy_accuracy(cfg):
+    """A cheap deterministic fitness for search tests: more active blocks and wider blocks score higher."""
+    return sum(e for e in cfg["expand"] if e is not None) / 200.0
+
+
+def test_each_target_gets_a_subnet_within_its_budget(net):
+    costs = CostModel(net)
+    lo, hi = costs.macs(net.space.min()), costs.macs(net.space.max())
+    targets = [DeploymentTarget("small", max_macs=lo + 0.2 * (hi - lo)),
+               DeploymentTarget("large", max_macs=lo + 0.8 * (hi - lo))]
+    before = supernet_arrays(net)
+    results = specialise(net, targets, proxy_accuracy, population_size=6, generations=2, seed=0)
+    assert [r.target.name for r in results] == ["small", "large"]
+    for r in results:
+        assert r.macs <= r.target.max_macs and r.cost == r.macs
+        assert r.val_accuracy == proxy_accuracy(r.subnet) and r.test_accuracy is None
+    assert results[0].macs < results[1].macs and results[0].val_accuracy <= results[1].val_accuracy
+    for k, v in supernet_arrays(net).items():  # no retraining, no weight change
+        np.testing.assert_array_equal(v, before[k])
+    again = specialise(net, targets, proxy_accuracy, population_size=6, generations=2, seed=0)
+    assert [r.subnet for r in again] == [r.subnet for r in results]
+    table = format_table(results)
+    assert "| small | MACs <=" in table and results[0].subnet.id in table
+
+
+def test_latency_target_is_measured(net):
+    results = specialise(net, [DeploymentTarget("cpu", max_latency_ms=1e4)], proxy_accuracy,
+                         population_size=2, generations=0, latency_repeats=1)
+    assert 0 < results[0].cost <= 1e4 and results[0].target.metric == "latency_ms"
+
+
+def test_budget_below_the_smallest_subnet_names_the_target(net):
+    with pytest.raises(ValueError, match=r"target 'tiny' \(MACs <= 1e-05M\): even the smallest SubNet costs"):
+        specialise(net, [DeploymentTarget("tiny", max_macs=10.0)], proxy_accuracy, population_size=2,
+                   generations=0)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(), "exactly one of max_macs or max_latency_ms"),
+    (dict(max_macs=1e6, max_latency_ms=3.0), "exactly one"),
+    (dict(max_macs=-1.0), "finite number > 0, got -1.0"),
+    (dict(max_latency_ms=float("nan")), "finite number > 0"),
+])
+def test_target_validation(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        DeploymentTarget("t", **kwargs)
+
+
+def test_duplicate_target_names(net):
+    t = DeploymentTarget("a", max_macs=5e6)
+    with pytest.raises(ValueError, match="distinct"):
+        specialise(net, [t, t], proxy_accuracy)
+
+
+def test_subnet_accuracy_recalibrates_a_private_copy(net, digits):
+    before = supernet_arrays(net)
+    acc = SubNetAccuracy(net, make_loader(digits.val, 256, shuffle=False),
+                         bn_loader=make_loader(digits.val, 64, shuffle=False), bn_batches=1)
+    a = acc(net.space.min())
+    assert 0.0 <= a <= 1.0 and acc(net.space.min().to_dict()) == a and len(acc.cache) == 1
+    for k, v in supernet_arrays(net).items():
+        np.testing.assert_array_equal(v, before[k])

@@ -1,0 +1,97 @@
+"""The plain-PyTorch task: data, SubNet slices in and out, local training, evaluation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ws_fed.payload import InvalidSubNetArrays
+from ws_fed.task import (
+    client_dataset,
+    evaluate_subnet,
+    load_digits,
+    load_subnet_arrays,
+    make_loader,
+    subnet_arrays,
+    supernet_arrays,
+    train_subnet,
+)
+
+
+def test_digits_splits(digits):
+    n = len(digits.train) + len(digits.val) + len(digits.test)
+    assert n == 1797
+    assert digits.train.tensors[0].shape[1:] == (1, 8, 8)
+    assert abs(len(digits.test) - 0.2 * n) <= 1 and abs(len(digits.val) - 0.1 * n) <= 1
+    for split in (digits.train, digits.val, digits.test):
+        assert set(split.tensors[1].tolist()) == set(range(10))  # stratified
+    big = load_digits(image_size=16, seed=0)
+    assert big.test.tensors[0].shape[1:] == (1, 16, 16)
+    with pytest.raises(ValueError, match="image_size must be an int >= 1"):
+        load_digits(image_size=0)
+
+
+def test_client_datasets_are_disjoint(digits):
+    parts = [client_dataset(digits.train, i, 4, "dirichlet", alpha=1.0, seed=0) for i in range(4)]
+    idx = np.concatenate([p.indices for p in parts])
+    assert len(idx) == len(digits.train) == len(set(idx.tolist()))
+    with pytest.raises(ValueError, match=r"partition-id must be an int in \[0, num-partitions=4\), got 4"):
+        client_dataset(digits.train, 4, 4)
+
+
+def test_supernet_resolution_matches_image_size(net):
+    assert net.space["resolution"].choices == (8,)
+    assert net.stem.conv.conv.in_channels == 1
+
+
+def test_slices_round_trip_and_bad_payload_leaves_net_unchanged(net):
+    cfg = net.space.sample(torch.Generator().manual_seed(0))
+    arrays = subnet_arrays(net, cfg)
+    assert set(arrays) == set(net.weight_slices(cfg))
+    before = supernet_arrays(net)
+    load_subnet_arrays(net, cfg, {k: v + 1 if v.dtype.kind == "f" else v for k, v in arrays.items()})
+    after = subnet_arrays(net, cfg)
+    key = "stem.conv.conv.weight"
+    np.testing.assert_allclose(after[key], arrays[key] + 1, rtol=1e-6)
+
+    bad = dict(after)
+    bad[key] = np.zeros((1, 1))
+    snapshot = supernet_arrays(net)
+    with pytest.raises(InvalidSubNetArrays, match="expected shape"):
+        load_subnet_arrays(net, cfg, bad)
+    for k, v in supernet_arrays(net).items():
+        np.testing.assert_array_equal(v, snapshot[k])
+    assert not np.array_equal(snapshot[key], before[key])
+
+
+def test_training_touches_only_the_subnet_and_learns(net, digits):
+    cfg = net.space.min()
+    slices = net.weight_slices(cfg)
+    before = supernet_arrays(net)
+    loader = make_loader(digits.train, 64, shuffle=True, seed=0)
+    result = train_subnet(net, cfg, loader, max_steps=6, lr=0.05, momentum=0.9, max_grad_norm=10.0)
+    assert result.steps == 6 and result.samples == 6 * 64 and np.isfinite(result.loss)
+    after = supernet_arrays(net)
+    changed_outside = 0
+    for key, old in before.items():
+        mask = np.zeros(old.shape, dtype=bool)
+        if key in slices:
+            mask[slices[key]] = True
+        changed_outside += int((after[key][~mask] != old[~mask]).sum())
+    assert changed_outside == 0
+    assert not np.array_equal(after["stem.conv.conv.weight"], before["stem.conv.conv.weight"])
+    # a few more steps reduce the loss on these batches
+    later = train_subnet(net, cfg, loader, max_steps=12, lr=0.05, momentum=0.9, max_grad_norm=10.0)
+    assert later.loss < result.loss
+    acc = evaluate_subnet(net, cfg, make_loader(digits.test, 256, shuffle=False),
+                          bn_loader=make_loader(digits.val, 64, shuffle=False), bn_batches=2)
+    assert 0.0 <= acc.accuracy <= 1.0 and acc.num_examples == len(digits.test)
+    assert acc.accuracy > 0.2   # well above chance (0.1) after 18 steps
+
+
+def test_train_subnet_bad_arguments(net, digits):
+    with pytest.raises(ValueError, match="need epochs >= 1 or max_steps >= 1"):
+        train_subnet(net, net.space.min(), make_loader(digits.val, 8, shuffle=False), epochs=0)
+    with pytest.raises(ValueError, match="yielded no batches"):
+        train_subnet(net, net.space.min(), [], epochs=1)
