@@ -14,8 +14,9 @@ DARTS fp32, MAC-weighted mean bit-widths, model size in bits, wall times. The (c
 accuracy) Pareto front is marked with ``ws_core.search.pareto_front``. Goal (issue): ≥ 10× fewer
 BitOps than fp32 within 2 accuracy points.
 
-Default data: scikit-learn digits at 8×8 (bundled, offline; 1,257 train / 540 test images, the
-train part split 50/50 into train / held-out for the searches). ``--dataset cifar10 --root DIR``
+Default data: scikit-learn digits at 8×8 (bundled, offline; 1,257 train / 540 test images). The
+searches use a stratified 600-image subset of the train part, split 50/50 into train / held-out
+(``--search-train-limit``); retraining uses the whole train part. ``--dataset cifar10 --root DIR``
 uses a local CIFAR-10 copy (never downloaded).
 
     python benchmarks/nas_qdarts.py                      # defaults: 4 searches + 6 retrains, one process
@@ -58,7 +59,7 @@ def _trainer(epochs: int, callbacks=()) -> L.Trainer:
 def search(args, bits, lam: float, seed: int) -> tuple[Genotype, float]:
     L.seed_everything(seed, verbose=False)
     data = ImageClassificationData(args.dataset, root=args.root, batch_size=args.batch_size, held_out_fraction=0.5,
-                                   seed=seed)
+                                   seed=seed, train_limit=args.search_train_limit or None)
     module = SearchModule(num_classes=data.num_classes, in_chans=data.in_chans, input_size=data.input_size, C=args.C,
                           layers=args.layers, bits=bits, partial_channels=args.partial_channels,
                           edge_normalization=True, lr=args.lr, precision_lr=args.precision_lr)
@@ -106,7 +107,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="digits", choices=["digits", "cifar10"])
     p.add_argument("--root", default=None, help="folder with cifar-10-batches-py (cifar10 only)")
-    p.add_argument("--lambdas", type=float, nargs="+", default=[1e-4, 1e-3, 1e-2], help="∇QDARTS λ sweep")
+    p.add_argument("--lambdas", type=float, nargs="+", default=[1e-4, 3e-4, 1e-3], help="∇QDARTS λ sweep")
     p.add_argument("--bits", type=int, nargs="+", default=[2, 4], help="bit-widths of the precision mixtures")
     p.add_argument("--C", type=int, default=8)
     p.add_argument("--layers", type=int, default=3)
@@ -114,7 +115,10 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--search-epochs", type=int, default=5)
     p.add_argument("--warmup-epochs", type=int, default=2)
-    p.add_argument("--retrain-epochs", type=int, default=12)
+    p.add_argument("--retrain-epochs", type=int, default=10)
+    p.add_argument("--search-train-limit", type=int, default=600,
+                   help="searches use a stratified subset of this many training images, split 50/50 into "
+                        "train / held-out (0: the whole train part); retraining always uses the whole train part")
     p.add_argument("--lr", type=float, default=0.05, help="search: SGD lr of the weights")
     p.add_argument("--precision-lr", type=float, default=0.01, help="search: SGD lr of γ")
     p.add_argument("--arch-lr", type=float, default=3e-3, help="search: Adam lr of α, β")

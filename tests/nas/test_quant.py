@@ -7,6 +7,7 @@ import torch
 
 from ws_nas.quant import (
     ACT_STEPS,
+    WEIGHT_STEPS,
     SUPPORTED_BITS,
     MixedQuantConv2d,
     QuantConv2d,
@@ -16,6 +17,7 @@ from ws_nas.quant import (
     mixed_weight,
     quantize_activation,
     quantize_weight,
+    weight_scale,
 )
 
 
@@ -172,3 +174,12 @@ def test_input_scale_is_estimated_in_training_and_frozen_in_eval():
     assert (p.signed, p.zero_point) == (True, -0.5) and p.scale == pytest.approx(0.996 * math.sqrt(5.0), rel=1e-6)
     with pytest.raises(ValueError, match="act_momentum"):
         QuantConv2d(1, 1, 1, act_bit_width=2, act_momentum=0.0)
+
+
+def test_weight_step_is_finite_for_one_element_and_constant_weights():
+    one = torch.tensor([[[[-0.5]]]])
+    assert torch.isfinite(weight_scale(one, 2)) and weight_scale(one, 2) > 0
+    # s = 0.996 · rms = 0.498; levels ±0.249, ±0.747: -0.5 lies nearer -3s/2 (0.247) than -s/2 (0.251).
+    assert quantize_weight(one, 2).item() == pytest.approx(-1.5 * WEIGHT_STEPS[2] * 0.5)
+    constant = torch.full((4, 1, 1, 1), 0.25)
+    assert quantize_weight(constant, 4).isfinite().all()

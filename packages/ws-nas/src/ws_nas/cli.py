@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -68,9 +69,21 @@ class TrainCLI(LightningCLI):
                             help="export the trained network to QONNX here (needs ws-sushi)")
 
 
+@contextmanager
+def _argv(command: str, args: Sequence[str]):
+    """Run LightningCLI on ``args`` as if they were the command line (``prog`` = ``ws-nas <command>``)."""
+    saved = sys.argv
+    sys.argv = [f"ws-nas {command}", *args]
+    try:
+        yield
+    finally:
+        sys.argv = saved
+
+
 def _search(args: Sequence[str]) -> int:
-    cli = SearchCLI(SearchModule, ImageClassificationData, args=list(args), run=False, seed_everything_default=0,
-                    save_config_kwargs={"overwrite": True})
+    with _argv("search", args):
+        cli = SearchCLI(SearchModule, ImageClassificationData, run=False, seed_everything_default=0,
+                        save_config_kwargs={"overwrite": True})
     cli.trainer.fit(cli.model, cli.datamodule)
     callback = next(c for c in cli.trainer.callbacks if isinstance(c, NablaQDARTS))
     print(callback.genotype.to_json(indent=1))
@@ -78,8 +91,9 @@ def _search(args: Sequence[str]) -> int:
 
 
 def _train(args: Sequence[str]) -> int:
-    cli = TrainCLI(RetrainModule, ImageClassificationData, args=list(args), run=False, seed_everything_default=0,
-                   save_config_kwargs={"overwrite": True})
+    with _argv("train", args):
+        cli = TrainCLI(RetrainModule, ImageClassificationData, run=False, seed_everything_default=0,
+                       save_config_kwargs={"overwrite": True})
     cli.trainer.fit(cli.model, cli.datamodule)
     results = cli.trainer.test(cli.model, cli.datamodule, verbose=False)
     report = {"test_acc": float(results[0]["test_acc"]), **cli.model.cost_report().to_dict(),

@@ -53,10 +53,8 @@ def load_digits(image_size: int = 8) -> tuple[Tensor, Tensor]:
 
 def load_cifar10(root: str | Path, train: bool, download: bool = False) -> tuple[Tensor, Tensor]:
     """CIFAR-10 from ``root`` as float images in [0, 1]; raises ``FileNotFoundError`` if absent."""
-    try:
-        from torchvision.datasets import CIFAR10
-    except ImportError as e:  # pragma: no cover - torchvision is a dependency of ws-core
-        raise ImportError("CIFAR-10 needs torchvision: pip install 'ws-nas[cifar]'") from e
+    from torchvision.datasets import CIFAR10
+
     try:
         ds = CIFAR10(str(root), train=train, download=download)
     except RuntimeError as e:

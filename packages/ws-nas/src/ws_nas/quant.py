@@ -121,8 +121,15 @@ def _check_one(bits: int | None, name: str) -> int | None:
 
 # Quantizers -------------------------------------------------------------------------------------
 def weight_scale(weight: Tensor, bits: int) -> Tensor:
-    """The step ``s = WEIGHT_STEPS[bits] · std(W)`` of the weight quantizer (no gradient)."""
-    return WEIGHT_STEPS[bits] * weight.detach().std()
+    """The step ``s = WEIGHT_STEPS[bits] · std(W)`` of the weight quantizer (no gradient).
+
+    A one-element or constant tensor has no spread; its root mean square stands in for ``std`` so the
+    step stays positive and finite.
+    """
+    w = weight.detach()
+    spread = w.std() if w.numel() > 1 else w.new_zeros(())
+    spread = torch.where(spread > 0, spread, w.pow(2).mean().sqrt())
+    return WEIGHT_STEPS[bits] * spread.clamp_min(torch.finfo(w.dtype).tiny)
 
 
 def quantize_weight(weight: Tensor, bits: int) -> Tensor:
