@@ -7,8 +7,8 @@ import torch
 
 from ws_nas.quant import (
     ACT_STEPS,
-    WEIGHT_STEPS,
     SUPPORTED_BITS,
+    WEIGHT_STEPS,
     MixedQuantConv2d,
     QuantConv2d,
     check_bits,
