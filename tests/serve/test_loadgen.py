@@ -5,7 +5,7 @@ import json
 import numpy as np
 
 from ws_serve.deploy import build_app, make_local_workers
-from ws_serve.loadgen import encode_infer_request, replay_sync
+from ws_serve.loadgen import ReplayReport, RequestRecord, encode_infer_request, replay_sync
 from ws_serve.server import parse_infer_request
 from ws_serve.traces import Trace, bursty_trace
 
@@ -36,5 +36,24 @@ def test_open_loop_replay_measures_attainment_and_accuracy(deployment, serve_in_
     assert hard.sent == len(burst) and sum(hard.statuses.values()) == hard.sent  # one answer per request
     assert hard.slo_attainment < 1.0
     assert set(hard.statuses) <= {200, 503, 504}
+    assert len(ok.records) == 30 and sorted(r.at_s for r in ok.records) == calm.arrivals.tolist()
+    assert all(r.met(5000) and r.subnet_id in accuracies for r in ok.records)
+    assert len(hard.records) == hard.sent and sum(r.met(40) for r in hard.records) == hard.met_slo
     report = hard.to_dict()
     assert report["sent"] == hard.sent and 0 <= report["slo_attainment"] < 1
+
+
+def test_timeline_bins_attainment_and_served_accuracy_by_due_time():
+    report = ReplayReport(5, 2, 3, 1.6, 2.5, slo_ms=100.0, records=[
+        RequestRecord(0.1, 200, 50.0, 0.7, "a"),      # bin 0: met
+        RequestRecord(0.9, 200, 150.0, 0.9, "b"),     # bin 0: served late
+        RequestRecord(1.2, 504, 3.0),                 # bin 1: deadline error
+        RequestRecord(2.0, 200, 99.0, 0.9, "b"),      # bin 2: met
+        RequestRecord(2.5, "ConnectError"),           # bin 2: transport failure
+    ])
+    t = report.timeline(1.0)
+    assert t["t_s"] == [0.0, 1.0, 2.0] and t["sent"] == [2, 1, 2]
+    assert t["slo_attainment"] == [0.5, 0.0, 0.5]
+    assert t["accuracy"][0] == 0.7 and t["accuracy"][2] == 0.9 and t["accuracy"][1] != t["accuracy"][1]
+    assert report.timeline(2.0)["slo_attainment"] == [1 / 3, 0.5]
+    assert ReplayReport(0, 0, 0, 0.0, 0.0).timeline() == {"t_s": [], "sent": [], "slo_attainment": [], "accuracy": []}

@@ -19,7 +19,7 @@ Example::
 
 from .backends import BACKENDS, Backend, CompileBackend, CUDAGraphBackend, EagerBackend, TensorRTBackend
 from .deploy import Deployment, DeploySpec, build_app, deploy, load_supernet, make_local_workers
-from .loadgen import ReplayReport, replay, replay_sync
+from .loadgen import ReplayReport, RequestRecord, replay, replay_sync
 from .metrics import ServeMetrics
 from .policies import (
     POLICIES,
@@ -82,6 +82,7 @@ __all__ = [
     "Profile",
     "QueueState",
     "ReplayReport",
+    "RequestRecord",
     "Router",
     "ServeError",
     "ServeMetrics",

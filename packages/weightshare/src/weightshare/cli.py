@@ -1,0 +1,115 @@
+"""``ws``: the weightshare command.
+
+    ws demo [options]            train → search → serve → report (the main job; ``ws demo --help``)
+    ws train|nas|fed|serve|sushi|core ARGS...
+                                 the packages' own commands (``ws-train`` …), when installed
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from importlib.metadata import entry_points
+
+from .pipeline import BASELINES, DATASETS, PipelineConfig
+
+__all__ = ["main"]
+
+PACKAGES = ("core", "train", "nas", "fed", "serve", "sushi")
+
+
+def _demo_parser() -> argparse.ArgumentParser:
+    d = PipelineConfig()
+    p = argparse.ArgumentParser(
+        prog="ws demo",
+        description="Train one SuperNet with Delayed ε-Shrinking, evaluate its SubNets, serve a Pareto set with "
+                    "ws-serve under a bursty trace (SlackFit vs a fixed SubNet) and write a report to "
+                    "<out>/<timestamp>/.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    g = p.add_argument_group("training")
+    g.add_argument("--model", default=d.model, help="a registered SuperNet: timm.list_models('ws_*')")
+    g.add_argument("--dataset", default=d.dataset, choices=DATASETS,
+                   help="digits: bundled, offline; cifar10: torchvision files under --data-root")
+    g.add_argument("--data-root", default=d.data_root, help="folder holding cifar-10-batches-py")
+    g.add_argument("--download", action="store_true", help="download CIFAR-10 into --data-root if missing")
+    g.add_argument("--epochs", type=int, default=d.epochs)
+    g.add_argument("--batch-size", type=int, default=d.batch_size)
+    g.add_argument("--lr", type=float, default=d.lr)
+    g.add_argument("--train-size", type=int, default=d.train_size, help="use only this many training images")
+    g = p.add_argument_group("search")
+    g.add_argument("--candidates", type=int, default=d.candidates, help="random SubNets besides the min and max")
+    g.add_argument("--bn-batches", type=int, default=d.bn_batches, help="BN recalibration batches per SubNet")
+    g.add_argument("--served-subnets", type=int, default=d.served_subnets, help="SubNets of the Pareto front served")
+    g = p.add_argument_group("serving")
+    g.add_argument("--trace-seconds", type=float, default=d.trace_seconds)
+    g.add_argument("--cv2", type=float, default=d.cv2, help="burstiness of the trace's Gamma stream")
+    g.add_argument("--load", type=float, default=d.load,
+                   help="mean rate as a share of the fixed baseline SubNet's peak throughput")
+    g.add_argument("--slo-ms", type=float, default=d.slo_ms, help="default: 4 x the baseline's batch-1 latency")
+    g.add_argument("--baseline", default=d.baseline,
+                   help=f"SubNet the fixed-SubNet baseline serves: one of {list(BASELINES)} or a SubNet id")
+    g.add_argument("--max-batch", type=int, default=d.max_batch)
+    g.add_argument("--workers", type=int, default=d.workers, help="server workers")
+    g = p.add_argument_group("output")
+    g.add_argument("--out", default=d.out_dir, help="runs folder")
+    g.add_argument("--name", default=None, help="run folder name (default: UTC timestamp)")
+    g.add_argument("--seed", type=int, default=d.seed)
+    g.add_argument("--no-progress-bar", action="store_true")
+    return p
+
+
+def demo(argv: list[str]) -> int:
+    from .pipeline import run_pipeline
+
+    a = _demo_parser().parse_args(argv)
+    cfg = PipelineConfig(
+        model=a.model, dataset=a.dataset, data_root=a.data_root, download=a.download, epochs=a.epochs,
+        batch_size=a.batch_size, lr=a.lr, train_size=a.train_size, candidates=a.candidates, bn_batches=a.bn_batches,
+        served_subnets=a.served_subnets, max_batch=a.max_batch, workers=a.workers, trace_seconds=a.trace_seconds,
+        cv2=a.cv2, load=a.load, slo_ms=a.slo_ms, baseline=a.baseline, seed=a.seed, out_dir=a.out, run_name=a.name,
+        progress_bar=not a.no_progress_bar,
+    )
+    try:
+        cfg.validate()
+    except ValueError as e:
+        _demo_parser().error(str(e))
+    result = run_pipeline(cfg)
+    print(f"\nreport: {result.report}\n        (plots and results.json in {result.run_dir}/)", flush=True)
+    return 0
+
+
+def _forward(package: str, argv: list[str]) -> int:
+    """Run the ``ws-<package>`` console script with ``argv``."""
+    found = entry_points(group="console_scripts", name=f"ws-{package}")
+    if not found:
+        print(f"ws {package}: the ws-{package} package is not installed (pip install ws-{package})", file=sys.stderr)
+        return 2
+    (ep,) = tuple(found)[:1]
+    saved = sys.argv
+    sys.argv = [f"ws {package}", *argv]
+    try:
+        return int(ep.load()() or 0)
+    finally:
+        sys.argv = saved
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    usage = (f"usage: ws {{demo,{','.join(PACKAGES)}}} [ARGS...]\n\n"
+             "  demo        train -> search -> serve -> report (ws demo --help)\n"
+             + "".join(f"  {p:<11} the ws-{p} command (ws {p} --help)\n" for p in PACKAGES))
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage, end="")
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command == "demo":
+        return demo(rest)
+    if command in PACKAGES:
+        return _forward(command, rest)
+    print(f"{usage}\nws: unknown command {command!r}; allowed: {['demo', *PACKAGES]}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
