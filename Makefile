@@ -1,5 +1,5 @@
 # weightshare: one virtual environment at .venv with every package in packages/ installed editable.
-#   make demo   set up .venv and run the main job
+#   make demo   set up .venv and run the main job (train -> search -> serve -> report, ws demo)
 #   make test   set up .venv and run the whole test suite
 # Only python3 (>= 3.10) and the package registry are needed. A package is a folder in packages/;
 # each is installed with its `test` extra (the optional dependencies its tests exercise).
@@ -20,8 +20,10 @@ $(STAMP): pyproject.toml $(wildcard packages/*/pyproject.toml)
 
 install: $(STAMP)
 
+# The main job: train a SuperNet on the bundled digits, search, serve under a bursty trace, report
+# to runs/<timestamp>/. Options after DEMO_ARGS, e.g. make demo DEMO_ARGS="--epochs 20".
 demo: $(STAMP)
-	$(BIN)/python -m ws_core tour
+	OMP_WAIT_POLICY=$${OMP_WAIT_POLICY:-PASSIVE} $(BIN)/ws demo $(DEMO_ARGS)
 
 # Passive OpenMP waiting keeps the small CPU kernels of the tests from spinning against each other
 # on small machines (see docs/benchmarks.md); it does not change results.

@@ -67,6 +67,11 @@ def test_load_and_slo_follow_the_measured_profile():
     # median of three is "b": SLO 16 ms, batches within 8 ms are 1..3 -> max(250, 333.3, 375) q/s
     assert choose_load(profile, "median", load=1.0) == (1, 16.0, pytest.approx(3000 / 8))
     assert choose_load(profile, "min", load=1.0)[0] == 0
+    # 5 ms per request outside the forward: SLO 4 × (10 + 5) = 60; batches with L + 5 <= 30 are 1, 2;
+    # throughput b / (L(b) + 5 b): 1000/15 = 66.7 and 2000/22 = 90.9 q/s
+    assert choose_load(profile, "max", load=0.5, overhead_ms=5.0) == (2, 60.0, pytest.approx(0.5 * 2000 / 22))
+    with pytest.raises(ValueError, match="overhead_ms must be >= 0, got -1"):
+        choose_load(profile, overhead_ms=-1)
     with pytest.raises(KeyError, match="no SubNet 'zzz'"):
         choose_load(profile, "zzz")
 
@@ -101,7 +106,8 @@ def test_cifar10_without_files_says_where_it_looked(tmp_path):
 
 # The whole pipeline at a reduced size ------------------------------------------------------------------------
 def test_pipeline_trains_searches_serves_and_reports(tmp_path, capsys):
-    code = main(["demo", "--epochs", "2", "--train-size", "640", "--candidates", "3", "--bn-batches", "2",
+    code = main(["demo", "--epochs", "2", "--batch-size", "32", "--train-size", "320", "--candidates", "3",
+                 "--bn-batches", "2",
                  "--served-subnets", "3", "--max-batch", "4", "--trace-seconds", "3", "--cv2", "4",
                  "--out", str(tmp_path), "--name", "run", "--no-progress-bar"])
     assert code == 0
@@ -110,7 +116,8 @@ def test_pipeline_trains_searches_serves_and_reports(tmp_path, capsys):
     assert f"report: {run / 'report.md'}" in out
     for name in ("report.md", "accuracy_vs_macs.png", "serving_timeline.png", "results.json", "config.json",
                  "trace.csv", "supernet.safetensors", "supernet.safetensors.served.json",
-                 "supernet.safetensors.subnetnorm.safetensors", "server-slackfit.log", "server-fixed.log"):
+                 "supernet.safetensors.subnetnorm.safetensors", "server-slackfit.log", "server-fixed.log",
+                 "server-calibration.log"):
         assert (run / name).is_file() and (run / name).stat().st_size > 0, name
     for png in ("accuracy_vs_macs.png", "serving_timeline.png"):
         assert (run / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -123,7 +130,7 @@ def test_pipeline_trains_searches_serves_and_reports(tmp_path, capsys):
     assert subnets["min"]["macs"] < subnets["max"]["macs"]
     served = [s for s in results["subnets"] if s["served"]]
     assert 1 <= len(served) <= 3 and all(s["pareto"] for s in served)
-    assert results["slo_ms"] > 0 and results["rate_qps"] > 0
+    assert results["slo_ms"] > 0 and results["rate_qps"] > 0 and results["overhead_ms"] >= 0
 
     policies = {r["policy"].partition(":")[0]: r for r in results["serving"]}
     assert set(policies) == {"slackfit", "fixed"}

@@ -16,10 +16,12 @@ from .pipeline import (
     deploy_served_set,
     evaluate_subnets,
     make_datamodule,
+    measure_overhead,
     run_pipeline,
     select_served,
     serve_and_replay,
     train_supernet,
+    ws_serve_process,
 )
 from .report import write_report
 
@@ -33,10 +35,12 @@ __all__ = [
     "deploy_served_set",
     "evaluate_subnets",
     "make_datamodule",
+    "measure_overhead",
     "run_pipeline",
     "select_served",
     "serve_and_replay",
     "train_supernet",
     "write_report",
+    "ws_serve_process",
 ]
 __version__ = "0.1.0"

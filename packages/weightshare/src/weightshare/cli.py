@@ -45,8 +45,10 @@ def _demo_parser() -> argparse.ArgumentParser:
     g.add_argument("--trace-seconds", type=float, default=d.trace_seconds)
     g.add_argument("--cv2", type=float, default=d.cv2, help="burstiness of the trace's Gamma stream")
     g.add_argument("--load", type=float, default=d.load,
-                   help="mean rate as a share of the fixed baseline SubNet's peak throughput")
-    g.add_argument("--slo-ms", type=float, default=d.slo_ms, help="default: 4 x the baseline's batch-1 latency")
+                   help="mean rate as a share of the fixed baseline SubNet's peak throughput "
+                        "(measured profile + HTTP overhead)")
+    g.add_argument("--slo-ms", type=float, default=d.slo_ms,
+                   help="default: 4 x the baseline's batch-1 latency incl. HTTP overhead")
     g.add_argument("--baseline", default=d.baseline,
                    help=f"SubNet the fixed-SubNet baseline serves: one of {list(BASELINES)} or a SubNet id")
     g.add_argument("--max-batch", type=int, default=d.max_batch)

@@ -11,7 +11,9 @@ Each step is a public function, so the pipeline can be re-composed (``examples/t
 3. :func:`deploy_served_set` — ws-serve: the served set with its measured accuracies and SubnetNorm
    statistics next to the checkpoint, and the latency profile measured on this machine.
 4. :func:`serve_and_replay` — ws-serve: the real server process (``ws-serve run``) on loopback, one per
-   policy, and an open-loop bursty trace replayed against it with the KServe v2 load generator.
+   policy, and an open-loop bursty trace replayed against it with the KServe v2 load generator. The
+   trace's rate and the SLO follow from the measured profile and the measured per-request HTTP
+   overhead (:func:`measure_overhead`, :func:`choose_load`).
 5. :func:`weightshare.report.write_report` — a Markdown summary, PNG plots and ``results.json``.
 
 :func:`run_pipeline` runs all five into ``runs/<timestamp>/``.
@@ -27,7 +29,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
@@ -47,10 +50,12 @@ __all__ = [
     "deploy_served_set",
     "evaluate_subnets",
     "make_datamodule",
+    "measure_overhead",
     "run_pipeline",
     "select_served",
     "serve_and_replay",
     "train_supernet",
+    "ws_serve_process",
 ]
 
 DATASETS = ("digits", "cifar10")
@@ -70,14 +75,15 @@ class PipelineConfig:
     Serving: a bursty trace (steady stream + Gamma stream of squared coefficient of variation ``cv2``)
     of ``trace_seconds``, whose mean rate is ``load`` × the peak throughput of the fixed baseline
     SubNet (``baseline``: ``max`` — the most accurate served SubNet, ``median``, ``min``, or a SubNet
-    id) within the SLO; ``slo_ms`` defaults to 4 × that SubNet's batch-1 latency measured here.
+    id) within the SLO; ``slo_ms`` defaults to 4 × that SubNet's batch-1 latency measured here, HTTP
+    overhead included (:func:`choose_load`).
     """
 
     model: str = "ws_ofa_mbv3_035_32"
     dataset: str = "digits"
     data_root: str = "data"
     download: bool = False
-    epochs: int = 8
+    epochs: int = 4
     batch_size: int = 64
     lr: float = 0.1
     train_size: int | None = None
@@ -191,7 +197,8 @@ class PipelineResult:
     rate_qps: float
     trace: Any  # ws_serve.Trace
     serving: list[ServingRun]
-    seconds: dict[str, float]
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time per step: train, search, profile, serve, total
+    overhead_ms: float = 0.0  # measured per-request cost outside the forward pass
     report: Path | None = None
 
     @property
@@ -358,14 +365,18 @@ def deploy_served_set(checkpoint: Path, served: Sequence[SubNetResult], max_batc
 
 
 def choose_load(
-    profile, baseline: str = "max", load: float = 0.8, slo_ms: float | None = None
+    profile, baseline: str = "max", load: float = 0.8, slo_ms: float | None = None, overhead_ms: float = 0.0
 ) -> tuple[int, float, float]:
     """``(baseline SubNet index, SLO in ms, mean arrival rate in q/s)`` from a measured profile.
 
-    The SLO defaults to 4 × the baseline SubNet's batch-1 latency; the rate is ``load`` × its peak
-    throughput over the batch sizes whose latency fits in half the SLO (so the fixed baseline keeps up
-    on average and misses the SLO only in bursts).
+    ``overhead_ms`` is the per-request cost outside the forward pass (HTTP, serialisation), measured
+    end to end (:func:`measure_overhead`). The SLO defaults to 4 × the baseline SubNet's batch-1
+    latency including that overhead; the rate is ``load`` × the baseline's peak throughput
+    ``b / (L(b) + b · overhead)`` over the batch sizes ``b`` whose latency fits in half the SLO — so
+    the fixed baseline keeps up on average and misses the SLO only in bursts.
     """
+    if overhead_ms < 0:
+        raise ValueError(f"overhead_ms must be >= 0, got {overhead_ms}")
     n = profile.num_subnets
     if baseline == "max":
         index = n - 1
@@ -376,9 +387,10 @@ def choose_load(
     else:
         index = profile.index(baseline)
     if slo_ms is None:
-        slo_ms = 4 * profile.latency(index, 1)
-    fits = [b for b in range(1, profile.max_batch + 1) if profile.latency(index, b) <= slo_ms / 2] or [1]
-    peak = max(1000 * b / profile.latency(index, b) for b in fits)
+        slo_ms = 4 * (profile.latency(index, 1) + overhead_ms)
+    fits = [b for b in range(1, profile.max_batch + 1)
+            if profile.latency(index, b) + overhead_ms <= slo_ms / 2] or [1]
+    peak = max(1000 * b / (profile.latency(index, b) + b * overhead_ms) for b in fits)
     return index, float(slo_ms), float(load * peak)
 
 
@@ -399,19 +411,16 @@ def _wait_for_server(proc: subprocess.Popen, log: Path, timeout_s: float) -> str
     raise RuntimeError(f"ws-serve did not start within {timeout_s:.0f} s; see {log}")
 
 
-def serve_and_replay(checkpoint: Path, policy: str, trace, slo_ms: float, *, max_batch: int = 8, workers: int = 1,
-                     log: Path, model: str, sample_shape: Sequence[int], seed: int = 0, warmup: int = 16,
-                     start_timeout_s: float = 300.0):
-    """Start ``ws-serve run`` for ``checkpoint`` with ``policy`` on a free loopback port, replay ``trace``
-    open loop (one KServe v2 request per arrival, SLO ``slo_ms``) after ``warmup`` unmeasured requests,
-    stop the server; the client's :class:`ws_serve.ReplayReport`."""
+@contextmanager
+def ws_serve_process(checkpoint: Path, policy: str, *, log: Path, max_batch: int = 8, workers: int = 1,
+                     overhead_ms: float = 1.0, start_timeout_s: float = 300.0) -> Iterator[str]:
+    """Run ``ws-serve run`` for ``checkpoint`` with ``policy`` on a free loopback port until the block
+    ends (then SIGTERM: the server answers what it accepted and exits); yields its base URL once ready."""
     import httpx
 
-    from ws_serve import replay_sync
-
     cmd = [sys.executable, "-m", "ws_serve.cli", "run", "--checkpoint", str(checkpoint), "--host", "127.0.0.1",
-           "--port", "0", "--policy", policy, "--slo-ms", f"{slo_ms:g}", "--max-batch", str(max_batch),
-           "--workers", str(workers), "--max-queue", "4096"]
+           "--port", "0", "--policy", policy, "--max-batch", str(max_batch), "--workers", str(workers),
+           "--max-queue", "4096", "--overhead-ms", f"{overhead_ms:.3f}"]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     with open(log, "w") as f:
@@ -424,10 +433,7 @@ def serve_and_replay(checkpoint: Path, policy: str, trace, slo_ms: float, *, max
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"ws-serve at {url} never became ready; see {log}")
                 time.sleep(0.1)
-        # warm-up outside the measurement: first forwards, allocator and connection pool
-        replay_sync(url, model, [0.02 * i for i in range(warmup)], slo_ms=slo_ms, sample_shape=tuple(sample_shape),
-                    seed=seed)
-        return replay_sync(url, model, trace, slo_ms=slo_ms, sample_shape=tuple(sample_shape), seed=seed)
+        yield url
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -435,6 +441,37 @@ def serve_and_replay(checkpoint: Path, policy: str, trace, slo_ms: float, *, max
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def measure_overhead(url: str, model: str, sample_shape: Sequence[int], forward_ms: float, requests: int = 24,
+                     spacing_s: float = 0.1) -> float:
+    """Per-request cost outside the forward pass, in ms: the median client-measured latency of
+    ``requests`` requests sent one at a time (``spacing_s`` apart, the first quarter discarded as
+    warm-up) minus ``forward_ms``, the batch-1 forward latency of the SubNet that serves them."""
+    from ws_serve import replay_sync
+
+    report = replay_sync(url, model, [spacing_s * i for i in range(requests)], slo_ms=60_000.0,
+                         sample_shape=tuple(sample_shape))
+    if report.ok < requests:
+        raise RuntimeError(f"measure_overhead: only {report.ok} of {requests} sequential requests succeeded "
+                           f"({dict(report.statuses)})")
+    measured = sorted(r.latency_ms for r in report.records if r.at_s >= spacing_s * (requests // 4))
+    return max(0.0, measured[len(measured) // 2] - forward_ms)
+
+
+def serve_and_replay(checkpoint: Path, policy: str, trace, slo_ms: float, *, log: Path, model: str,
+                     sample_shape: Sequence[int], max_batch: int = 8, workers: int = 1, overhead_ms: float = 1.0,
+                     seed: int = 0, warmup: int = 16):
+    """Serve ``checkpoint`` with ``policy`` (:func:`ws_serve_process`), send ``warmup`` unmeasured
+    requests, then replay ``trace`` open loop (one KServe v2 request per arrival, SLO ``slo_ms``);
+    the client's :class:`ws_serve.ReplayReport`."""
+    from ws_serve import replay_sync
+
+    with ws_serve_process(checkpoint, policy, log=log, max_batch=max_batch, workers=workers,
+                          overhead_ms=overhead_ms) as url:
+        replay_sync(url, model, [0.02 * i for i in range(warmup)], slo_ms=slo_ms, sample_shape=tuple(sample_shape),
+                    seed=seed)
+        return replay_sync(url, model, trace, slo_ms=slo_ms, sample_shape=tuple(sample_shape), seed=seed)
 
 
 # The whole pipeline ---------------------------------------------------------------------------------------------
@@ -477,15 +514,20 @@ def run_pipeline(cfg: PipelineConfig | None = None, say: Callable[[str], None] =
         + ", ".join(f"{s.id} ({100 * s.accuracy:.1f}%, {s.macs / 1e6:.2f} MMACs)" for s in served))
 
     t = time.perf_counter()
-    say("3/4 profiling the served SubNets' latency on this machine")
+    say("3/4 profiling the served SubNets' latency on this machine, then the HTTP path's overhead")
     profile = deploy_served_set(train.checkpoint, served, cfg.max_batch, net=net)
-    baseline, slo_ms, rate = choose_load(profile, cfg.baseline, cfg.load, cfg.slo_ms)
+    baseline = choose_load(profile, cfg.baseline)[0]
+    baseline_id = profile.subnet_ids[baseline]
+    sample_shape = (3, image_size, image_size)
+    with ws_serve_process(train.checkpoint, f"fixed:{baseline_id}", log=run_dir / "server-calibration.log",
+                          max_batch=cfg.max_batch, workers=cfg.workers) as url:
+        overhead_ms = measure_overhead(url, cfg.model, sample_shape, profile.latency(baseline, 1))
+    _, slo_ms, rate = choose_load(profile, baseline_id, cfg.load, cfg.slo_ms, overhead_ms)
     trace = bursty_trace(0.25 * rate, 0.75 * rate, cfg.cv2, cfg.trace_seconds, seed=cfg.seed)
     trace.save(run_dir / "trace.csv")
     seconds["profile"] = time.perf_counter() - t
-    baseline_id = profile.subnet_ids[baseline]
-    say(f"    SLO {slo_ms:.1f} ms; bursty trace: {len(trace)} queries over {cfg.trace_seconds:g} s "
-        f"(mean {rate:.1f} q/s, CV² {cfg.cv2:g})")
+    say(f"    HTTP overhead {overhead_ms:.1f} ms per request; SLO {slo_ms:.1f} ms; bursty trace: {len(trace)} queries "
+        f"over {cfg.trace_seconds:g} s (mean {rate:.1f} q/s, CV² {cfg.cv2:g})")
 
     t = time.perf_counter()
     policies = [("slackfit", "SlackFit"), (f"fixed:{baseline_id}", f"fixed SubNet {baseline_id} ({cfg.baseline})")]
@@ -493,15 +535,15 @@ def run_pipeline(cfg: PipelineConfig | None = None, say: Callable[[str], None] =
     for policy, label in policies:
         say(f"4/4 serving with {label}: ws-serve on 127.0.0.1, replaying the trace")
         log = run_dir / f"server-{policy.partition(':')[0]}.log"
-        report = serve_and_replay(train.checkpoint, policy, trace, slo_ms, max_batch=cfg.max_batch,
-                                  workers=cfg.workers, log=log, model=cfg.model,
-                                  sample_shape=(3, image_size, image_size), seed=cfg.seed)
+        report = serve_and_replay(train.checkpoint, policy, trace, slo_ms, log=log, model=cfg.model,
+                                  sample_shape=sample_shape, max_batch=cfg.max_batch, workers=cfg.workers,
+                                  overhead_ms=overhead_ms, seed=cfg.seed)
         runs.append(ServingRun(policy, label, report, log))
         say(f"    SLO attainment {report.slo_attainment:.3f}, mean served accuracy {100 * report.mean_accuracy:.2f}%, "
             f"statuses {dict(report.statuses)}")
     seconds["serve"] = time.perf_counter() - t
     seconds["total"] = time.perf_counter() - start
 
-    result = PipelineResult(run_dir, cfg, train, subnets, profile, slo_ms, rate, trace, runs, seconds)
+    result = PipelineResult(run_dir, cfg, train, subnets, profile, slo_ms, rate, trace, runs, seconds, overhead_ms)
     result.report = write_report(result)
     return result

@@ -103,6 +103,7 @@ def results_dict(result) -> dict[str, Any]:
         "profile": result.profile.to_dict(),
         "slo_ms": result.slo_ms,
         "rate_qps": result.rate_qps,
+        "overhead_ms": result.overhead_ms,
         "trace": {"queries": len(result.trace), "duration_s": result.config.trace_seconds, "cv2": result.config.cv2},
         "serving": [{"policy": r.policy, "label": r.label, **r.report.to_dict(),
                      "timeline": r.report.timeline(1.0)} for r in result.serving],
@@ -130,16 +131,18 @@ def _markdown(result, files: dict[str, str]) -> str:
         f"({maxnet.macs / 1e6:.2f} MMACs), min SubNet {100 * minnet.accuracy:.2f}% ({minnet.macs / 1e6:.2f} MMACs); "
         f"Pareto front {sum(s.pareto for s in result.subnets)} SubNets.",
         f"- Serving: SLO {result.slo_ms:.1f} ms, {len(result.trace)} queries in {cfg.trace_seconds:g} s "
-        f"(mean {result.rate_qps:.1f} q/s, CV² {cfg.cv2:g}), max batch {cfg.max_batch}, {cfg.workers} worker(s).",
+        f"(mean {result.rate_qps:.1f} q/s = {cfg.load:g} × the fixed SubNet's peak throughput, CV² {cfg.cv2:g}), "
+        f"max batch {cfg.max_batch}, {cfg.workers} worker(s); measured HTTP overhead {result.overhead_ms:.1f} ms "
+        "per request.",
     ]
     for run in result.serving:
         r = run.report
         lines.append(f"- {run.label}: SLO attainment **{r.slo_attainment:.3f}**, mean served accuracy "
                      f"**{100 * r.mean_accuracy:.2f}%**." if r.met_slo else
                      f"- {run.label}: SLO attainment **{r.slo_attainment:.3f}** (no request met the SLO).")
-    lines += [f"- Wall time: {result.seconds['total']:.0f} s "
-              f"(train {result.seconds['train']:.0f}, search {result.seconds['search']:.0f}, "
-              f"profile {result.seconds['profile']:.0f}, serve {result.seconds['serve']:.0f})."]
+    if "total" in result.seconds:
+        steps = ", ".join(f"{k} {v:.0f}" for k, v in result.seconds.items() if k != "total")
+        lines.append(f"- Wall time: {result.seconds['total']:.0f} s ({steps}).")
 
     lines += ["", "## SubNets", "", f"![accuracy vs MACs]({files['accuracy_plot']})", "",
               "| SubNet | kind | MMACs | params (M) | held-out accuracy % | Pareto | served |",
@@ -150,7 +153,8 @@ def _markdown(result, files: dict[str, str]) -> str:
 
     p = result.profile
     lines += ["", "## Served set and measured latency", "",
-              f"Latency of a batch, median of the profile measured on this machine ({p.device}).", "",
+              f"Latency of a batch (forward pass only), median of the profile measured on this machine ({p.device}); "
+              f"each request also costs about {result.overhead_ms:.1f} ms of HTTP handling.", "",
               "| SubNet | accuracy % | " + " | ".join(f"batch {b} ms" for b in range(1, p.max_batch + 1)) + " |",
               "|---|---:|" + "---:|" * p.max_batch]
     for i, sid in enumerate(p.subnet_ids):
