@@ -123,8 +123,10 @@ def test_pipeline_trains_searches_serves_and_reports(tmp_path, capsys):
         assert (run / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     results = json.loads((run / "results.json").read_text())
-    subnets = {s["label"] or s["id"]: s for s in results["subnets"]}
+    subnets = {s["label"] if s["label"] in ("min", "max") else s["id"]: s for s in results["subnets"]}
     assert len(results["subnets"]) == 5 and {"min", "max"} <= set(subnets)
+    # 3 candidates: a third drawn at random, the rest mutations of the Pareto front found so far
+    assert [s["label"] for s in results["subnets"]] == ["min", "max", "random", "mutation", "mutation"]
     assert subnets["max"]["accuracy"] > 0.2          # 10 classes: chance is 0.1
     assert all(0 <= s["accuracy"] <= 1 for s in results["subnets"])
     assert subnets["min"]["macs"] < subnets["max"]["macs"]

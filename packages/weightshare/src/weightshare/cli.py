@@ -38,7 +38,8 @@ def _demo_parser() -> argparse.ArgumentParser:
     g.add_argument("--lr", type=float, default=d.lr)
     g.add_argument("--train-size", type=int, default=d.train_size, help="use only this many training images")
     g = p.add_argument_group("search")
-    g.add_argument("--candidates", type=int, default=d.candidates, help="random SubNets besides the min and max")
+    g.add_argument("--candidates", type=int, default=d.candidates,
+                   help="SubNets besides the min and max (a third random, then mutations of the Pareto front)")
     g.add_argument("--bn-batches", type=int, default=d.bn_batches, help="BN recalibration batches per SubNet")
     g.add_argument("--served-subnets", type=int, default=d.served_subnets, help="SubNets of the Pareto front served")
     g = p.add_argument_group("serving")

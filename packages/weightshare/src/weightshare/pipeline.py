@@ -4,7 +4,8 @@ Each step is a public function, so the pipeline can be re-composed (``examples/t
 
 1. :func:`train_supernet` — ws-train: :class:`~ws_train.SuperNetModule` with the Delayed ε-Shrinking
    callback on a Lightning ``Trainer``; the SuperNet is written as a ws-core checkpoint.
-2. :func:`evaluate_subnets` — ws-core: for the min, the max and random SubNets, BN recalibration
+2. :func:`evaluate_subnets` — ws-core: for the min, the max, random SubNets and mutations of the
+   Pareto front found so far, BN recalibration
    (:func:`ws_core.bn.recalibrate_bn`), held-out accuracy (torchmetrics) and MACs / parameters
    (:class:`ws_core.cost.CostModel`); :func:`select_served` keeps an even spread of the Pareto front
    (:func:`ws_core.search.pareto_front`).
@@ -70,7 +71,8 @@ class PipelineConfig:
     Training: ``model`` (a registered ws-core SuperNet, ``timm.list_models("ws_*")``) on ``dataset``
     (``digits``: scikit-learn's digits, bundled and offline; ``cifar10``: torchvision files under
     ``data_root``, downloaded only with ``download``) for ``epochs`` with Delayed ε-Shrinking.
-    Search: ``candidates`` random SubNets besides the min and max, each after BN recalibration on
+    Search: ``candidates`` SubNets besides the min and max (a third random, then mutations of the
+    Pareto front found so far, :func:`evaluate_subnets`), each after BN recalibration on
     ``bn_batches`` training batches; ``served_subnets`` of the Pareto front are served.
     Serving: a bursty trace (steady stream + Gamma stream of squared coefficient of variation ``cv2``)
     of ``trace_seconds``, whose mean rate is ``load`` × the peak throughput of the fixed baseline
@@ -162,7 +164,7 @@ class SubNetResult:
     accuracy: float
     macs: int
     params: int
-    label: str = ""  # "min", "max" or "" (random)
+    label: str = ""  # how it was chosen: "min", "max", "random" or "mutation"
     pareto: bool = False
     served: bool = False
     statistics: Any = field(default=None, repr=False)  # ws_core.bn.BNStatistics
@@ -254,21 +256,6 @@ def train_supernet(cfg: PipelineConfig, datamodule, run_dir: Path) -> tuple[nn.M
 
 
 # 2. Search -------------------------------------------------------------------------------------------------
-def _candidates(net, n: int, seed: int) -> list[tuple[Any, str]]:
-    space = net.space
-    out = [(space.min(), "min"), (space.max(), "max")]
-    seen = {c.id for c, _ in out}
-    generator = torch.Generator().manual_seed(seed)
-    tries = 0
-    while len(out) < n + 2 and tries < 50 * (n + 2):
-        tries += 1
-        cfg = space.sample(generator)
-        if cfg.id not in seen:
-            seen.add(cfg.id)
-            out.append((cfg, ""))
-    return out
-
-
 @torch.no_grad()
 def _accuracy(net, loader, device: torch.device, num_classes: int) -> float:
     from torchmetrics.classification import MulticlassAccuracy
@@ -286,34 +273,65 @@ def evaluate_subnets(
     bn_batches: int = 4,
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
+    random_fraction: float = 1 / 3,
+    mutation_prob: float = 0.2,
 ) -> list[SubNetResult]:
-    """Min, max and ``candidates`` random SubNets: BN recalibration, held-out accuracy, MACs, parameters.
+    """Evaluate the min, the max and ``candidates`` more SubNets; mark the (MACs, accuracy) Pareto front.
 
-    Each SubNet's BN statistics are re-estimated on ``bn_batches`` training batches
-    (:func:`ws_core.bn.recalibrate_bn`) and kept (``SubNetResult.statistics``) — they become the served
-    SubNets' SubnetNorm statistics. The SuperNet's own statistics are restored afterwards.
+    The first ``random_fraction`` of the candidates are uniform samples of the search space; each
+    later one mutates (``space.mutate`` with ``mutation_prob``, OFA's operator) a SubNet drawn from
+    the Pareto front found so far — a small multi-objective evolutionary search that fills the front
+    between the min and the max SubNet. Each SubNet's BN statistics are re-estimated on
+    ``bn_batches`` training batches (:func:`ws_core.bn.recalibrate_bn`) before its held-out accuracy
+    is measured, and kept (``SubNetResult.statistics``) — they become the served SubNets' SubnetNorm
+    statistics. The SuperNet's own statistics are restored afterwards.
     """
     from ws_core.bn import recalibrate_bn
     from ws_core.cost import CostModel
     from ws_core.search import pareto_front
 
+    if not 0.0 <= random_fraction <= 1.0:
+        raise ValueError(f"random_fraction must be in [0, 1], got {random_fraction}")
     device = next(net.parameters()).device
-    costs = CostModel(net)
+    space, costs = net.space, CostModel(net)
+    generator = torch.Generator().manual_seed(seed)
     norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     saved = [(m.running_mean.clone(), m.running_var.clone()) for m in norms]
     calibration, held_out = datamodule.calibration_dataloader(), datamodule.val_dataloader()
-    results = []
+    results: list[SubNetResult] = []
+    seen: set[str] = set()
+
+    def evaluate(cfg, label: str) -> None:
+        seen.add(cfg.id)
+        stats = recalibrate_bn(net, calibration, cfg, num_batches=bn_batches)
+        with net.subnet(cfg):
+            acc = _accuracy(net, held_out, device, datamodule.num_classes)
+        results.append(SubNetResult(cfg, acc, int(costs.macs(cfg)), int(costs.params(cfg)), label, statistics=stats))
+        if progress is not None:
+            progress(f"SubNet {len(results)}: {cfg.id} {label:>8}  {costs.macs(cfg) / 1e6:7.2f} MMACs  "
+                     f"held-out accuracy {100 * acc:.2f}%")
+
+    def draw(i: int):
+        for _ in range(100):
+            if i < round(candidates * random_fraction):
+                cfg, label = space.sample(generator), "random"
+            else:
+                front = pareto_front([r.macs for r in results], [r.accuracy for r in results])
+                parent = results[front[int(torch.randint(len(front), (1,), generator=generator))]]
+                cfg, label = space.mutate(parent.config, mutation_prob, generator), "mutation"
+            if cfg.id not in seen:
+                return cfg, label
+        return None, ""  # a tiny space: every nearby SubNet is already evaluated
+
     net.eval()
     try:
-        for i, (cfg, label) in enumerate(_candidates(net, candidates, seed)):
-            stats = recalibrate_bn(net, calibration, cfg, num_batches=bn_batches)
-            with net.subnet(cfg):
-                acc = _accuracy(net, held_out, device, datamodule.num_classes)
-            results.append(SubNetResult(cfg, acc, int(costs.macs(cfg)), int(costs.params(cfg)), label,
-                                        statistics=stats))
-            if progress is not None:
-                progress(f"SubNet {i + 1}: {cfg.id} {label or 'random':>6}  {costs.macs(cfg) / 1e6:7.2f} MMACs  "
-                         f"held-out accuracy {100 * acc:.2f}%")
+        for cfg, label in ((space.min(), "min"), (space.max(), "max")):
+            if cfg.id not in seen:
+                evaluate(cfg, label)
+        for i in range(candidates):
+            cfg, label = draw(i)
+            if cfg is not None:
+                evaluate(cfg, label)
     finally:
         with torch.no_grad():
             for m, (mean, var) in zip(norms, saved):
@@ -506,7 +524,8 @@ def run_pipeline(cfg: PipelineConfig | None = None, say: Callable[[str], None] =
     say(f"    trained in {train.seconds:.0f} s ({train.steps} steps); checkpoint {train.checkpoint}")
 
     t = time.perf_counter()
-    say(f"2/4 evaluating the min, the max and {cfg.candidates} random SubNets (BN recalibration + held-out accuracy)")
+    say(f"2/4 evaluating the min, the max and {cfg.candidates} more SubNets (random, then mutations of the "
+        f"Pareto front; BN recalibration + held-out accuracy)")
     subnets = evaluate_subnets(net, datamodule, cfg.candidates, cfg.bn_batches, cfg.seed, progress=say)
     served = select_served(subnets, cfg.served_subnets)
     seconds["search"] = time.perf_counter() - t

@@ -49,7 +49,7 @@ def plot_accuracy_vs_macs(subnets, path: Path, title: str = "") -> Path:
     ax.scatter([s.macs / 1e6 for s in served], [100 * s.accuracy for s in served], s=60, facecolors="none",
                edgecolors="C3", linewidths=1.5, label="served", zorder=3)
     for s in subnets:
-        if s.label:
+        if s.label in ("min", "max"):
             ax.annotate(s.label, (s.macs / 1e6, 100 * s.accuracy), textcoords="offset points", xytext=(4, -10),
                         fontsize=8)
     ax.set_xlabel("MACs per image (millions)")
@@ -148,7 +148,7 @@ def _markdown(result, files: dict[str, str]) -> str:
               "| SubNet | kind | MMACs | params (M) | held-out accuracy % | Pareto | served |",
               "|---|---|---:|---:|---:|:-:|:-:|"]
     for s in sorted(result.subnets, key=lambda s: s.macs):
-        lines.append(f"| `{s.id}` | {s.label or 'random'} | {s.macs / 1e6:.3f} | {s.params / 1e6:.3f} | "
+        lines.append(f"| `{s.id}` | {s.label} | {s.macs / 1e6:.3f} | {s.params / 1e6:.3f} | "
                      f"{100 * s.accuracy:.2f} | {'✓' if s.pareto else ''} | {'✓' if s.served else ''} |")
 
     p = result.profile
