@@ -95,3 +95,14 @@ def test_train_subnet_bad_arguments(net, digits):
         train_subnet(net, net.space.min(), make_loader(digits.val, 8, shuffle=False), epochs=0)
     with pytest.raises(ValueError, match="yielded no batches"):
         train_subnet(net, net.space.min(), [], epochs=1)
+
+
+def test_a_single_sample_tail_batch_is_skipped_not_fatal(net, digits):
+    # 5 images in batches of 2: the last batch has one image, whose 1×1 feature maps BN cannot normalise
+    from torch.utils.data import Subset
+
+    five = Subset(digits.train, range(5))
+    result = train_subnet(net, net.space.max(), make_loader(five, 2, shuffle=False), epochs=1, lr=0.01)
+    assert result.samples == 4 and result.steps == 2
+    with pytest.raises(ValueError, match="yielded no batches"):
+        train_subnet(net, net.space.max(), make_loader(Subset(digits.train, [0]), 2, shuffle=False), epochs=1)

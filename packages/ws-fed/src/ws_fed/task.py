@@ -182,7 +182,8 @@ def train_subnet(
     """Train SubNet ``subnet`` of ``net`` in place (SGD, cross-entropy, optional gradient clipping).
 
     Only the active SubNet runs, so only its elements receive gradients. ``max_steps > 0`` stops after
-    that many steps (cycling over ``loader`` if needed) instead of after ``epochs`` epochs.
+    that many steps (cycling over ``loader`` if needed) instead of after ``epochs`` epochs. Batches of a
+    single sample (the tail of a small partition) are skipped: BN cannot normalise them in training mode.
 
     Raises:
         FloatingPointError: if the loss becomes non-finite (the update is then useless).
@@ -200,6 +201,8 @@ def train_subnet(
             epoch = 0
             while True:
                 for x, y in loader:
+                    if len(y) < 2:  # BN in training mode needs two samples (a partition's last batch)
+                        continue
                     x, y = x.to(dev), y.to(dev)
                     loss = F.cross_entropy(net(x), y)
                     if not torch.isfinite(loss):
