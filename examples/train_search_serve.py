@@ -24,6 +24,7 @@ from weightshare import (
     deploy_served_set,
     evaluate_subnets,
     make_datamodule,
+    measure_capacity,
     measure_overhead,
     select_served,
     serve_and_replay,
@@ -56,14 +57,15 @@ def main() -> None:
         print(f"serving {s.id}: {100 * s.accuracy:.1f}% at {s.macs / 1e6:.2f} MMACs")
 
     # 3. Deploy: served set + SubnetNorm statistics next to the checkpoint, latency measured here;
-    #    the HTTP path's per-request overhead measured on a server pinned to the most accurate SubNet.
+    #    latency and throughput measured end to end on a server pinned to the most accurate SubNet.
     profile = deploy_served_set(train.checkpoint, served, cfg.max_batch, net=net)
     best = profile.num_subnets - 1
     sample_shape = (3, image_size, image_size)
     pinned = f"fixed:{profile.subnet_ids[best]}"
     with ws_serve_process(train.checkpoint, pinned, log=run_dir / "server-calibration.log") as url:
         overhead_ms = measure_overhead(url, cfg.model, sample_shape, forward_ms=profile.latency(best, 1))
-    baseline, slo_ms, rate = choose_load(profile, baseline="max", load=cfg.load, overhead_ms=overhead_ms)
+        capacity = measure_capacity(url, cfg.model, sample_shape)
+    baseline, slo_ms, rate = choose_load(profile, "max", cfg.load, overhead_ms=overhead_ms, capacity_qps=capacity)
     trace = bursty_trace(0.25 * rate, 0.75 * rate, cv2=cfg.cv2, duration_s=cfg.trace_seconds, seed=cfg.seed)
 
     # 4. Serve: the real ws-serve process on 127.0.0.1 per policy, the trace replayed open loop.
@@ -76,7 +78,8 @@ def main() -> None:
         print(f"{label}: SLO attainment {report.slo_attainment:.3f}, served accuracy {100 * report.mean_accuracy:.1f}%")
 
     # 5. Report: Markdown + PNG plots + results.json.
-    result = PipelineResult(run_dir, cfg, train, subnets, profile, slo_ms, rate, trace, runs, overhead_ms=overhead_ms)
+    result = PipelineResult(run_dir, cfg, train, subnets, profile, slo_ms, rate, trace, runs, overhead_ms=overhead_ms,
+                            capacity_qps=capacity)
     print(f"report: {write_report(result)}")
 
 

@@ -70,6 +70,10 @@ def test_load_and_slo_follow_the_measured_profile():
     # 5 ms per request outside the forward: SLO 4 × (10 + 5) = 60; batches with L + 5 <= 30 are 1, 2;
     # throughput b / (L(b) + 5 b): 1000/15 = 66.7 and 2000/22 = 90.9 q/s
     assert choose_load(profile, "max", load=0.5, overhead_ms=5.0) == (2, 60.0, pytest.approx(0.5 * 2000 / 22))
+    # a throughput measured end to end replaces the estimate
+    assert choose_load(profile, "max", load=0.5, overhead_ms=5.0, capacity_qps=30.0) == (2, 60.0, 15.0)
+    with pytest.raises(ValueError, match="capacity_qps must be > 0, got 0"):
+        choose_load(profile, capacity_qps=0)
     with pytest.raises(ValueError, match="overhead_ms must be >= 0, got -1"):
         choose_load(profile, overhead_ms=-1)
     with pytest.raises(KeyError, match="no SubNet 'zzz'"):
@@ -132,7 +136,8 @@ def test_pipeline_trains_searches_serves_and_reports(tmp_path, capsys):
     assert subnets["min"]["macs"] < subnets["max"]["macs"]
     served = [s for s in results["subnets"] if s["served"]]
     assert 1 <= len(served) <= 3 and all(s["pareto"] for s in served)
-    assert results["slo_ms"] > 0 and results["rate_qps"] > 0 and results["overhead_ms"] >= 0
+    assert results["slo_ms"] > 0 and results["overhead_ms"] >= 0 and results["capacity_qps"] > 0
+    assert results["rate_qps"] == pytest.approx(0.7 * results["capacity_qps"])
 
     policies = {r["policy"].partition(":")[0]: r for r in results["serving"]}
     assert set(policies) == {"slackfit", "fixed"}

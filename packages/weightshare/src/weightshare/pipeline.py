@@ -51,6 +51,7 @@ __all__ = [
     "deploy_served_set",
     "evaluate_subnets",
     "make_datamodule",
+    "measure_capacity",
     "measure_overhead",
     "run_pipeline",
     "select_served",
@@ -75,10 +76,10 @@ class PipelineConfig:
     Pareto front found so far, :func:`evaluate_subnets`), each after BN recalibration on
     ``bn_batches`` training batches; ``served_subnets`` of the Pareto front are served.
     Serving: a bursty trace (steady stream + Gamma stream of squared coefficient of variation ``cv2``)
-    of ``trace_seconds``, whose mean rate is ``load`` × the peak throughput of the fixed baseline
-    SubNet (``baseline``: ``max`` — the most accurate served SubNet, ``median``, ``min``, or a SubNet
-    id) within the SLO; ``slo_ms`` defaults to 4 × that SubNet's batch-1 latency measured here, HTTP
-    overhead included (:func:`choose_load`).
+    of ``trace_seconds``, whose mean rate is ``load`` × the throughput of the fixed baseline SubNet
+    (``baseline``: ``max`` — the most accurate served SubNet, ``median``, ``min``, or a SubNet id)
+    measured end to end (:func:`measure_capacity`); ``slo_ms`` defaults to 4 × that SubNet's batch-1
+    latency measured here, HTTP overhead included (:func:`choose_load`).
     """
 
     model: str = "ws_ofa_mbv3_035_32"
@@ -96,7 +97,7 @@ class PipelineConfig:
     workers: int = 1
     trace_seconds: float = 30.0
     cv2: float = 8.0
-    load: float = 0.8
+    load: float = 0.7
     slo_ms: float | None = None
     baseline: str = "max"
     seed: int = 0
@@ -196,7 +197,8 @@ class PipelineResult:
     trace: Any  # ws_serve.Trace
     serving: list[ServingRun]
     seconds: dict[str, float] = field(default_factory=dict)  # wall time per step: train, search, profile, serve, total
-    overhead_ms: float = 0.0  # measured per-request cost outside the forward pass
+    overhead_ms: float = 0.0  # measured per-request latency outside the forward pass (idle server)
+    capacity_qps: float | None = None  # measured throughput of the fixed baseline, end to end
     report: Path | None = None
 
     @property
@@ -379,13 +381,15 @@ def deploy_served_set(checkpoint: Path, served: Sequence[SubNetResult], max_batc
 
 
 def choose_load(
-    profile, baseline: str = "max", load: float = 0.8, slo_ms: float | None = None, overhead_ms: float = 0.0
+    profile, baseline: str = "max", load: float = 0.7, slo_ms: float | None = None, overhead_ms: float = 0.0,
+    capacity_qps: float | None = None,
 ) -> tuple[int, float, float]:
     """``(baseline SubNet index, SLO in ms, mean arrival rate in q/s)`` from a measured profile.
 
-    ``overhead_ms`` is the per-request cost outside the forward pass (HTTP, serialisation), measured
-    end to end (:func:`measure_overhead`). The SLO defaults to 4 × the baseline SubNet's batch-1
-    latency including that overhead; the rate is ``load`` × the baseline's peak throughput
+    ``overhead_ms`` is the per-request latency outside the forward pass (HTTP, serialisation) of an
+    idle server (:func:`measure_overhead`). The SLO defaults to 4 × the baseline SubNet's batch-1
+    latency including that overhead. The rate is ``load`` × the baseline's throughput: measured end
+    to end if ``capacity_qps`` is given (:func:`measure_capacity`), else estimated as the peak of
     ``b / (L(b) + b · overhead)`` over the batch sizes ``b`` whose latency fits in half the SLO — so
     the fixed baseline keeps up on average and misses the SLO only in bursts.
     """
@@ -405,6 +409,10 @@ def choose_load(
     fits = [b for b in range(1, profile.max_batch + 1)
             if profile.latency(index, b) + overhead_ms <= slo_ms / 2] or [1]
     peak = max(1000 * b / (profile.latency(index, b) + b * overhead_ms) for b in fits)
+    if capacity_qps is not None:
+        if not capacity_qps > 0:
+            raise ValueError(f"capacity_qps must be > 0, got {capacity_qps}")
+        peak = capacity_qps
     return index, float(slo_ms), float(load * peak)
 
 
@@ -473,6 +481,19 @@ def measure_overhead(url: str, model: str, sample_shape: Sequence[int], forward_
     return max(0.0, measured[len(measured) // 2] - forward_ms)
 
 
+def measure_capacity(url: str, model: str, sample_shape: Sequence[int], requests: int = 96) -> float:
+    """Sustained throughput of a server, in q/s: ``requests`` requests sent at once (a deep queue, so
+    the server batches as much as it can), answered over the time until the last one returns. Measured
+    end to end on this machine, so HTTP handling and the client's own work are included."""
+    from ws_serve import replay_sync
+
+    report = replay_sync(url, model, [0.0] * requests, slo_ms=600_000.0, sample_shape=tuple(sample_shape))
+    if report.ok < requests:
+        raise RuntimeError(f"measure_capacity: only {report.ok} of {requests} requests succeeded "
+                           f"({dict(report.statuses)})")
+    return report.ok / (max(report.latencies_ms) / 1e3)
+
+
 def serve_and_replay(checkpoint: Path, policy: str, trace, slo_ms: float, *, log: Path, model: str,
                      sample_shape: Sequence[int], max_batch: int = 8, workers: int = 1, overhead_ms: float = 1.0,
                      seed: int = 0, warmup: int = 16):
@@ -537,12 +558,14 @@ def run_pipeline(cfg: PipelineConfig | None = None, say: Callable[[str], None] =
     with ws_serve_process(train.checkpoint, f"fixed:{baseline_id}", log=run_dir / "server-calibration.log",
                           max_batch=cfg.max_batch, workers=cfg.workers) as url:
         overhead_ms = measure_overhead(url, cfg.model, sample_shape, profile.latency(baseline, 1))
-    _, slo_ms, rate = choose_load(profile, baseline_id, cfg.load, cfg.slo_ms, overhead_ms)
+        capacity = measure_capacity(url, cfg.model, sample_shape, requests=12 * cfg.max_batch)
+    _, slo_ms, rate = choose_load(profile, baseline_id, cfg.load, cfg.slo_ms, overhead_ms, capacity)
     trace = bursty_trace(0.25 * rate, 0.75 * rate, cfg.cv2, cfg.trace_seconds, seed=cfg.seed)
     trace.save(run_dir / "trace.csv")
     seconds["profile"] = time.perf_counter() - t
-    say(f"    HTTP overhead {overhead_ms:.1f} ms per request; SLO {slo_ms:.1f} ms; bursty trace: {len(trace)} queries "
-        f"over {cfg.trace_seconds:g} s (mean {rate:.1f} q/s, CV² {cfg.cv2:g})")
+    say(f"    HTTP overhead {overhead_ms:.1f} ms per request, fixed-SubNet throughput {capacity:.1f} q/s; "
+        f"SLO {slo_ms:.1f} ms; bursty trace: {len(trace)} queries over {cfg.trace_seconds:g} s "
+        f"(mean {rate:.1f} q/s, CV² {cfg.cv2:g})")
 
     t = time.perf_counter()
     policies = [("slackfit", "SlackFit"), (f"fixed:{baseline_id}", f"fixed SubNet {baseline_id} ({cfg.baseline})")]
@@ -559,6 +582,7 @@ def run_pipeline(cfg: PipelineConfig | None = None, say: Callable[[str], None] =
     seconds["serve"] = time.perf_counter() - t
     seconds["total"] = time.perf_counter() - start
 
-    result = PipelineResult(run_dir, cfg, train, subnets, profile, slo_ms, rate, trace, runs, seconds, overhead_ms)
+    result = PipelineResult(run_dir, cfg, train, subnets, profile, slo_ms, rate, trace, runs, seconds, overhead_ms,
+                            capacity)
     result.report = write_report(result)
     return result

@@ -104,6 +104,7 @@ def results_dict(result) -> dict[str, Any]:
         "slo_ms": result.slo_ms,
         "rate_qps": result.rate_qps,
         "overhead_ms": result.overhead_ms,
+        "capacity_qps": result.capacity_qps,
         "trace": {"queries": len(result.trace), "duration_s": result.config.trace_seconds, "cv2": result.config.cv2},
         "serving": [{"policy": r.policy, "label": r.label, **r.report.to_dict(),
                      "timeline": r.report.timeline(1.0)} for r in result.serving],
@@ -131,9 +132,10 @@ def _markdown(result, files: dict[str, str]) -> str:
         f"({maxnet.macs / 1e6:.2f} MMACs), min SubNet {100 * minnet.accuracy:.2f}% ({minnet.macs / 1e6:.2f} MMACs); "
         f"Pareto front {sum(s.pareto for s in result.subnets)} SubNets.",
         f"- Serving: SLO {result.slo_ms:.1f} ms, {len(result.trace)} queries in {cfg.trace_seconds:g} s "
-        f"(mean {result.rate_qps:.1f} q/s = {cfg.load:g} × the fixed SubNet's peak throughput, CV² {cfg.cv2:g}), "
-        f"max batch {cfg.max_batch}, {cfg.workers} worker(s); measured HTTP overhead {result.overhead_ms:.1f} ms "
-        "per request.",
+        f"(mean {result.rate_qps:.1f} q/s = {cfg.load:g} × the fixed SubNet's throughput, CV² {cfg.cv2:g}), "
+        f"max batch {cfg.max_batch}, {cfg.workers} worker(s); measured on this machine: fixed-SubNet throughput "
+        + (f"{result.capacity_qps:.1f} q/s end to end, " if result.capacity_qps else "")
+        + f"HTTP overhead {result.overhead_ms:.1f} ms per request.",
     ]
     for run in result.serving:
         r = run.report
