@@ -64,7 +64,8 @@ def main() -> None:
     pinned = f"fixed:{profile.subnet_ids[best]}"
     with ws_serve_process(train.checkpoint, pinned, log=run_dir / "server-calibration.log") as url:
         overhead_ms = measure_overhead(url, cfg.model, sample_shape, forward_ms=profile.latency(best, 1))
-        capacity = measure_capacity(url, cfg.model, sample_shape)
+        _, slo_ms, estimate = choose_load(profile, "max", 1.0, overhead_ms=overhead_ms)
+        capacity = measure_capacity(url, cfg.model, sample_shape, slo_ms, start_qps=estimate)
     baseline, slo_ms, rate = choose_load(profile, "max", cfg.load, overhead_ms=overhead_ms, capacity_qps=capacity)
     trace = bursty_trace(0.25 * rate, 0.75 * rate, cv2=cfg.cv2, duration_s=cfg.trace_seconds, seed=cfg.seed)
 

@@ -46,7 +46,7 @@ def _demo_parser() -> argparse.ArgumentParser:
     g.add_argument("--trace-seconds", type=float, default=d.trace_seconds)
     g.add_argument("--cv2", type=float, default=d.cv2, help="burstiness of the trace's Gamma stream")
     g.add_argument("--load", type=float, default=d.load,
-                   help="mean rate as a share of the fixed baseline SubNet's throughput, measured end to end")
+                   help="mean rate as a share of the steady rate the fixed baseline sustains within the SLO")
     g.add_argument("--slo-ms", type=float, default=d.slo_ms,
                    help="default: 4 x the baseline's batch-1 latency incl. HTTP overhead")
     g.add_argument("--baseline", default=d.baseline,

@@ -198,7 +198,7 @@ class PipelineResult:
     serving: list[ServingRun]
     seconds: dict[str, float] = field(default_factory=dict)  # wall time per step: train, search, profile, serve, total
     overhead_ms: float = 0.0  # measured per-request latency outside the forward pass (idle server)
-    capacity_qps: float | None = None  # measured throughput of the fixed baseline, end to end
+    capacity_qps: float | None = None  # steady rate the fixed baseline sustains within the SLO, end to end
     report: Path | None = None
 
     @property
@@ -389,7 +389,8 @@ def choose_load(
     ``overhead_ms`` is the per-request latency outside the forward pass (HTTP, serialisation) of an
     idle server (:func:`measure_overhead`). The SLO defaults to 4 × the baseline SubNet's batch-1
     latency including that overhead. The rate is ``load`` × the baseline's throughput: measured end
-    to end if ``capacity_qps`` is given (:func:`measure_capacity`), else estimated as the peak of
+    to end if ``capacity_qps`` is given (:func:`measure_capacity`: the steady rate it sustains within
+    the SLO), else estimated as the peak of
     ``b / (L(b) + b · overhead)`` over the batch sizes ``b`` whose latency fits in half the SLO — so
     the fixed baseline keeps up on average and misses the SLO only in bursts.
     """
@@ -481,17 +482,29 @@ def measure_overhead(url: str, model: str, sample_shape: Sequence[int], forward_
     return max(0.0, measured[len(measured) // 2] - forward_ms)
 
 
-def measure_capacity(url: str, model: str, sample_shape: Sequence[int], requests: int = 96) -> float:
-    """Sustained throughput of a server, in q/s: ``requests`` requests sent at once (a deep queue, so
-    the server batches as much as it can), answered over the time until the last one returns. Measured
-    end to end on this machine, so HTTP handling and the client's own work are included."""
+def measure_capacity(url: str, model: str, sample_shape: Sequence[int], slo_ms: float, start_qps: float, *,
+                     probe_s: float = 3.0, target: float = 0.95, shrink: float = 0.8, max_probes: int = 8) -> float:
+    """The highest steady arrival rate (q/s) a server sustains with ``target`` SLO attainment.
+
+    Steady open-loop streams of ``probe_s`` seconds are replayed, starting at ``start_qps`` and
+    lowering the rate by ``shrink`` until at least ``target`` of the requests meet ``slo_ms`` (at most
+    ``max_probes`` probes; the last rate tried is returned). Measured end to end on this machine, so
+    HTTP handling, batching and the client's own work are all included.
+    """
     from ws_serve import replay_sync
 
-    report = replay_sync(url, model, [0.0] * requests, slo_ms=600_000.0, sample_shape=tuple(sample_shape))
-    if report.ok < requests:
-        raise RuntimeError(f"measure_capacity: only {report.ok} of {requests} requests succeeded "
-                           f"({dict(report.statuses)})")
-    return report.ok / (max(report.latencies_ms) / 1e3)
+    if not (start_qps > 0 and 0 < shrink < 1 and 0 < target <= 1 and probe_s > 0 and max_probes >= 1):
+        raise ValueError(f"measure_capacity: need start_qps > 0, 0 < shrink < 1, 0 < target <= 1, probe_s > 0, "
+                         f"max_probes >= 1; got {start_qps}, {shrink}, {target}, {probe_s}, {max_probes}")
+    rate = start_qps
+    for probe in range(max_probes):
+        arrivals = [i / rate for i in range(max(1, int(rate * probe_s)))]
+        report = replay_sync(url, model, arrivals, slo_ms=slo_ms, sample_shape=tuple(sample_shape))
+        if report.slo_attainment >= target or probe == max_probes - 1:
+            return rate
+        rate *= shrink
+        time.sleep(0.5)  # let the queue drain before the next probe
+    return rate
 
 
 def serve_and_replay(checkpoint: Path, policy: str, trace, slo_ms: float, *, log: Path, model: str,
@@ -558,7 +571,8 @@ def run_pipeline(cfg: PipelineConfig | None = None, say: Callable[[str], None] =
     with ws_serve_process(train.checkpoint, f"fixed:{baseline_id}", log=run_dir / "server-calibration.log",
                           max_batch=cfg.max_batch, workers=cfg.workers) as url:
         overhead_ms = measure_overhead(url, cfg.model, sample_shape, profile.latency(baseline, 1))
-        capacity = measure_capacity(url, cfg.model, sample_shape, requests=12 * cfg.max_batch)
+        _, slo_ms, estimate = choose_load(profile, baseline_id, 1.0, cfg.slo_ms, overhead_ms)
+        capacity = measure_capacity(url, cfg.model, sample_shape, slo_ms, start_qps=estimate)
     _, slo_ms, rate = choose_load(profile, baseline_id, cfg.load, cfg.slo_ms, overhead_ms, capacity)
     trace = bursty_trace(0.25 * rate, 0.75 * rate, cfg.cv2, cfg.trace_seconds, seed=cfg.seed)
     trace.save(run_dir / "trace.csv")

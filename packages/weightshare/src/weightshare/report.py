@@ -134,7 +134,7 @@ def _markdown(result, files: dict[str, str]) -> str:
         f"- Serving: SLO {result.slo_ms:.1f} ms, {len(result.trace)} queries in {cfg.trace_seconds:g} s "
         f"(mean {result.rate_qps:.1f} q/s = {cfg.load:g} × the fixed SubNet's throughput, CV² {cfg.cv2:g}), "
         f"max batch {cfg.max_batch}, {cfg.workers} worker(s); measured on this machine: fixed-SubNet throughput "
-        + (f"{result.capacity_qps:.1f} q/s end to end, " if result.capacity_qps else "")
+        + (f"{result.capacity_qps:.1f} q/s sustained within the SLO, " if result.capacity_qps else "")
         + f"HTTP overhead {result.overhead_ms:.1f} ms per request.",
     ]
     for run in result.serving:
