@@ -68,6 +68,7 @@ def main() -> None:
         capacity = measure_capacity(url, cfg.model, sample_shape, slo_ms, start_qps=estimate)
     baseline, slo_ms, rate = choose_load(profile, "max", cfg.load, overhead_ms=overhead_ms, capacity_qps=capacity)
     trace = bursty_trace(0.25 * rate, 0.75 * rate, cv2=cfg.cv2, duration_s=cfg.trace_seconds, seed=cfg.seed)
+    trace.save(run_dir / "trace.csv")
 
     # 4. Serve: the real ws-serve process on 127.0.0.1 per policy, the trace replayed open loop.
     runs = []
