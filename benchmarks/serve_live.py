@@ -21,11 +21,7 @@ import asyncio
 import json
 import os
 import platform
-import re
-import signal
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -36,6 +32,7 @@ import torch
 from ws_core.checkpoint import save_checkpoint
 from ws_serve.backends import EagerBackend
 from ws_serve.deploy import load_supernet, served_set_path
+from ws_serve.launch import server_process
 from ws_serve.loadgen import encode_infer_request
 from ws_serve.policies import FixedSubNet
 from ws_serve.profile import pareto_served_set, profile_served
@@ -118,44 +115,21 @@ def overhead(args, plain, act, served):
         ckpt = save_checkpoint(plain, Path(tmp) / "net.safetensors")
         served.save(served_set_path(ckpt))
         profile.save(Path(tmp) / "profile.json")
-        log = Path(tmp) / "server.log"
-        cmd = [sys.executable, "-m", "ws_serve.cli", "run", "--checkpoint", str(ckpt), "--port", "0",
-               "--profile", str(Path(tmp) / "profile.json"), "--max-batch", "4", "--policy", f"fixed:{sid}",
-               "--slo-ms", "60000"]
-        with open(log, "w") as f:
-            proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT,
-                                    env=dict(os.environ, PYTHONUNBUFFERED="1"))
-        try:
-            port = None
-            deadline = time.monotonic() + 300
-            while port is None and time.monotonic() < deadline:
-                m = re.search(r"http://127\.0\.0\.1:(\d+)", log.read_text())
-                if m:
-                    port = m.group(1)
-                elif proc.poll() is not None:
-                    raise RuntimeError(log.read_text())
-                time.sleep(0.1)
-            body, header = encode_infer_request(x.numpy(), 60_000)
-            headers = {"Inference-Header-Content-Length": str(header)}
-            http_us = []
-            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
-                while client.get("/v2/health/ready").status_code != 200:
-                    time.sleep(0.1)
-                for i in range(args.requests + 10):
-                    t0 = time.perf_counter()
-                    r = client.post(f"/v2/models/{args.model}/infer", content=body, headers=headers)
-                    if i >= 10:
-                        http_us.append((time.perf_counter() - t0) * 1e6)
-                    assert r.status_code == 200, r.text
-                    hl = int(r.headers["inference-header-content-length"])
-                    assert json.loads(r.content[:hl])["parameters"]["subnet_id"] == sid
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        args_run = ["--checkpoint", str(ckpt), "--profile", str(Path(tmp) / "profile.json"), "--max-batch", "4",
+                    "--policy", f"fixed:{sid}", "--slo-ms", "60000"]
+        body, header = encode_infer_request(x.numpy(), 60_000)
+        headers = {"Inference-Header-Content-Length": str(header)}
+        http_us = []
+        with server_process(args_run, Path(tmp) / "server.log") as url, \
+                httpx.Client(base_url=url, timeout=60) as client:
+            for i in range(args.requests + 10):
+                t0 = time.perf_counter()
+                r = client.post(f"/v2/models/{args.model}/infer", content=body, headers=headers)
+                if i >= 10:
+                    http_us.append((time.perf_counter() - t0) * 1e6)
+                assert r.status_code == 200, r.text
+                hl = int(r.headers["inference-header-content-length"])
+                assert json.loads(r.content[:hl])["parameters"]["subnet_id"] == sid
 
     print(f"\n### Router + HTTP overhead over a bare forward (batch 1, SubNet {sid})\n")
     print("| path | n | median µs | p90 µs | overhead over bare (median) |")

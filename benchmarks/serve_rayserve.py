@@ -21,21 +21,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
-import re
-import signal
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-import httpx
 import torch
 
 from ws_core.checkpoint import save_checkpoint
 from ws_serve.deploy import load_supernet, served_set_path
+from ws_serve.launch import server_process
 from ws_serve.loadgen import replay_sync
 from ws_serve.profile import ServedSet, pareto_served_set, profile_served
 from ws_serve.subnetact import SubNetAct
@@ -50,33 +44,11 @@ def run_ws_serve(args, tmp, plain, served, trace):
     ckpt = save_checkpoint(plain, Path(tmp) / "net.safetensors")
     served.save(served_set_path(ckpt))
     profile.save(Path(tmp) / "profile.json")
-    log = Path(tmp) / "ws-serve.log"
-    cmd = [sys.executable, "-m", "ws_serve.cli", "run", "--checkpoint", str(ckpt), "--port", "0",
-           "--profile", str(Path(tmp) / "profile.json"), "--max-batch", str(args.max_batch),
-           "--policy", "slackfit", "--slo-ms", str(args.slo_ms)]
-    with open(log, "w") as f:
-        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
-    try:
-        port = None
-        while port is None:
-            m = re.search(r"http://127\.0\.0\.1:(\d+)", log.read_text())
-            if m:
-                port = m.group(1)
-            elif proc.poll() is not None:
-                raise RuntimeError(log.read_text())
-            time.sleep(0.1)
-        url = f"http://127.0.0.1:{port}"
-        while httpx.get(f"{url}/v2/health/ready").status_code != 200:
-            time.sleep(0.1)
+    args_run = ["--checkpoint", str(ckpt), "--profile", str(Path(tmp) / "profile.json"), "--max-batch",
+                str(args.max_batch), "--policy", "slackfit", "--slo-ms", str(args.slo_ms)]
+    with server_process(args_run, Path(tmp) / "ws-serve.log") as url:
         replay_sync(url, MODEL, trace.head(2.0), slo_ms=args.slo_ms)  # warm-up
         return replay_sync(url, MODEL, trace, slo_ms=args.slo_ms)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def run_ray_serve(args, served, index, trace):

@@ -24,11 +24,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -418,52 +414,18 @@ def choose_load(
 
 
 # 4. Serving -------------------------------------------------------------------------------------------------------
-_ADDRESS = re.compile(r"at http://127\.0\.0\.1:(\d+) with")
-
-
-def _wait_for_server(proc: subprocess.Popen, log: Path, timeout_s: float) -> str:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        m = _ADDRESS.search(log.read_text(errors="replace"))
-        if m:
-            return f"http://127.0.0.1:{m.group(1)}"
-        if proc.poll() is not None:
-            raise RuntimeError(f"ws-serve exited with status {proc.returncode} before serving; its log "
-                               f"({log}) ends:\n{log.read_text(errors='replace')[-2000:]}")
-        time.sleep(0.1)
-    raise RuntimeError(f"ws-serve did not start within {timeout_s:.0f} s; see {log}")
-
-
 @contextmanager
 def ws_serve_process(checkpoint: Path, policy: str, *, log: Path, max_batch: int = 8, workers: int = 1,
                      overhead_ms: float = 1.0, start_timeout_s: float = 300.0) -> Iterator[str]:
     """Run ``ws-serve run`` for ``checkpoint`` with ``policy`` on a free loopback port until the block
-    ends (then SIGTERM: the server answers what it accepted and exits); yields its base URL once ready."""
-    import httpx
+    ends (then SIGTERM: the server answers what it accepted and exits); yields its base URL once ready
+    (:func:`ws_serve.launch.server_process`)."""
+    from ws_serve.launch import server_process
 
-    cmd = [sys.executable, "-m", "ws_serve.cli", "run", "--checkpoint", str(checkpoint), "--host", "127.0.0.1",
-           "--port", "0", "--policy", policy, "--max-batch", str(max_batch), "--workers", str(workers),
-           "--max-queue", "4096", "--overhead-ms", f"{overhead_ms:.3f}"]
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    with open(log, "w") as f:
-        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
-    try:
-        url = _wait_for_server(proc, log, start_timeout_s)
-        with httpx.Client(base_url=url, timeout=10) as http:
-            deadline = time.monotonic() + start_timeout_s
-            while http.get("/v2/health/ready").status_code != 200:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"ws-serve at {url} never became ready; see {log}")
-                time.sleep(0.1)
+    args = ["--checkpoint", str(checkpoint), "--policy", policy, "--max-batch", str(max_batch), "--workers",
+            str(workers), "--max-queue", "4096", "--overhead-ms", f"{overhead_ms:.3f}"]
+    with server_process(args, log, start_timeout_s=start_timeout_s) as url:
         yield url
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def measure_overhead(url: str, model: str, sample_shape: Sequence[int], forward_ms: float, requests: int = 24,
