@@ -12,7 +12,9 @@ from ws_core.elastic import (
     ElasticLinear,
     ElasticSqueezeExcite,
     ElasticStage,
+    _live_taps,
     centre_slice,
+    depthwise_conv2d,
     make_divisible,
     sorted_order,
 )
@@ -55,6 +57,49 @@ def test_depthwise_centre_crop_by_hand():
     torch.testing.assert_close(conv(x), F.conv2d(x, w, padding=1, groups=3))
     torch.testing.assert_close(conv.to_static()(x), conv(x))
     assert conv.active_slices()["weight"] == (slice(0, 3), slice(0, 1), slice(2, 5), slice(2, 5))
+
+
+def test_live_taps_by_hand():
+    # 7x7 'same' conv on a 1-pixel axis: only the centre tap reads the input, no padding needed
+    assert _live_taps(1, 7, 1, 3) == (3, 3, 0, 0)
+    # on 2 pixels: taps 2..4 (offsets -1, 0, +1), one pixel of padding each side
+    assert _live_taps(2, 7, 1, 3) == (2, 4, 1, 1)
+    # stride 2 on 2 pixels: one output reading input 0..1 through taps 3..4, no padding
+    assert _live_taps(2, 7, 2, 3) == (3, 4, 0, 0)
+    # stride 2 on 3 pixels: output o reads input 2o-3+t; taps 1..5 reach input 0..2 for some o;
+    # output 0 then reads padded -2..2 and output 1 reads 0..4: 2 padding before, 2 after
+    assert _live_taps(3, 7, 2, 3) == (1, 5, 2, 2)
+    # a kernel that fits keeps every tap
+    assert _live_taps(8, 3, 1, 1) == (0, 2, 1, 1)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("kernel", [1, 3, 5, 7])
+def test_depthwise_conv2d_equals_conv2d_with_all_taps(stride, kernel):
+    """Dropping taps that only read padding changes neither outputs nor gradients."""
+    torch.manual_seed(kernel + 10 * stride)
+    for h, w in [(1, 1), (2, 2), (3, 2), (1, 4), (5, 5), (8, 8), (9, 6)]:
+        for padding in sorted({kernel // 2, 0}):
+            if h + 2 * padding < kernel or w + 2 * padding < kernel:
+                continue  # no output at all
+            x = torch.randn(2, 3, h, w, dtype=torch.float64, requires_grad=True)
+            wt = torch.randn(3, 1, kernel, kernel, dtype=torch.float64, requires_grad=True)
+            ref = F.conv2d(x, wt, stride=stride, padding=padding, groups=3)
+            gx, gw = torch.autograd.grad(ref.square().sum(), (x, wt))
+            out = depthwise_conv2d(x, wt, stride, padding)
+            assert out.shape == ref.shape, (h, w, padding)
+            torch.testing.assert_close(out, ref)
+            ox, ow = torch.autograd.grad(out.square().sum(), (x, wt))
+            torch.testing.assert_close(ox, gx)
+            torch.testing.assert_close(ow, gw)
+
+
+def test_elastic_depthwise_on_maps_smaller_than_the_kernel():
+    conv = ElasticDepthwiseConv2d(6, (3, 5, 7), stride=2)
+    conv.configure(4, 7)
+    x = torch.randn(3, 4, 2, 2)
+    torch.testing.assert_close(conv(x), F.conv2d(x, conv.active_weight(), stride=2, padding=3, groups=4))
+    torch.testing.assert_close(conv.to_static()(x), conv(x))
 
 
 def test_kernel_transform_identity_init_equals_centre_crop_and_chains():

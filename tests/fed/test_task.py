@@ -8,10 +8,12 @@ import torch
 
 from ws_fed.payload import InvalidSubNetArrays
 from ws_fed.task import (
+    build_supernet,
     client_dataset,
     evaluate_subnet,
     load_digits,
     load_subnet_arrays,
+    local_supernet,
     make_loader,
     subnet_arrays,
     supernet_arrays,
@@ -106,3 +108,41 @@ def test_a_single_sample_tail_batch_is_skipped_not_fatal(net, digits):
     assert result.samples == 4 and result.steps == 2
     with pytest.raises(ValueError, match="yielded no batches"):
         train_subnet(net, net.space.max(), make_loader(Subset(digits.train, [0]), 2, shuffle=False), epochs=1)
+
+
+def test_channels_last_client_computes_the_same_step(digits):
+    """The memory format is a speed choice only: same outputs, and the same SGD step up to rounding.
+
+    (Only one step is compared: BN on the 1×1 maps of the last stages amplifies rounding
+    differences, so longer runs drift apart in either format alike.)
+    """
+    x = digits.train.tensors[0][:32]
+    nets = [local_supernet("ws_ofa_mbv3_035_32", 8, seed=0, channels_last=cl) for cl in (False, True)]
+    subnet = nets[0].space.max()
+    for net in nets:
+        net.head.drop.p = 0.0  # dropout draws from the global RNG
+    with torch.no_grad(), nets[0].subnet(subnet), nets[1].subnet(subnet):
+        for net in nets:
+            net.eval()
+        torch.testing.assert_close(nets[1](x), nets[0](x), rtol=1e-4, atol=1e-5)
+        assert nets[1].stem(x).is_contiguous(memory_format=torch.channels_last)
+        assert not nets[1].stem(x).is_contiguous()
+    results = []
+    for net in nets:
+        train_subnet(net, subnet, make_loader(digits.train, 32, shuffle=True, seed=0), max_steps=1, lr=0.05,
+                     momentum=0.9)
+        results.append(subnet_arrays(net, subnet))
+    for key, plain in results[0].items():
+        np.testing.assert_allclose(results[1][key], plain, atol=1e-3, err_msg=key)
+    assert not np.array_equal(results[0]["stem.conv.conv.weight"],
+                              build_supernet("ws_ofa_mbv3_035_32", 8, seed=0).stem.conv.conv.weight.detach().numpy())
+
+
+def test_local_supernet_is_a_fresh_copy_each_time():
+    a = local_supernet("ws_ofa_mbv3_035_32", 8, seed=0)
+    b = local_supernet("ws_ofa_mbv3_035_32", 8, seed=0)
+    with torch.no_grad():
+        a.stem.conv.conv.weight.add_(1.0)
+    assert not torch.equal(a.stem.conv.conv.weight, b.stem.conv.conv.weight)
+    fresh = build_supernet("ws_ofa_mbv3_035_32", 8, seed=0)
+    torch.testing.assert_close(b.stem.conv.conv.weight, fresh.stem.conv.conv.weight)

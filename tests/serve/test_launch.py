@@ -22,6 +22,8 @@ def test_server_process_yields_a_ready_loopback_server_and_stops_it(tmp_path):
 
 def test_server_process_that_exits_early_raises_with_its_log(tmp_path):
     log = tmp_path / "serve.log"
-    with pytest.raises(RuntimeError, match=r"(?s)exited with status \d+ before serving.*missing\.safetensors"):
-        with server_process(["--checkpoint", str(tmp_path / "missing.safetensors")], log, start_timeout_s=120):
-            pass  # pragma: no cover - never reached
+    with (
+        pytest.raises(RuntimeError, match=r"(?s)exited with status \d+ before serving.*missing\.safetensors"),
+        server_process(["--checkpoint", str(tmp_path / "missing.safetensors")], log, start_timeout_s=120),
+    ):
+        pass  # pragma: no cover - never reached

@@ -22,11 +22,11 @@ from ws_core import SubNetConfig
 
 from .config import FedConfig
 from .task import (
-    build_supernet,
     client_dataset,
     evaluate_subnet,
     load_digits,
     load_subnet_arrays,
+    local_supernet,
     make_loader,
     subnet_arrays,
     train_subnet,
@@ -59,7 +59,7 @@ def _received(msg: Message, context: Context):
     config = msg.content["config"]
     if "subnet" not in config:
         raise ValueError("the message's config has no 'subnet' (the SubNet to train, as JSON)")
-    net = build_supernet(run.model, run.image_size, seed=run.seed)
+    net = local_supernet(run.model, run.image_size, run.seed, channels_last=run.channels_last)
     subnet = net.space.validate(SubNetConfig.from_json(str(config["subnet"])))
     load_subnet_arrays(net, subnet, {k: a.numpy() for k, a in msg.content["arrays"].items()})
     return run, partition_id, num_partitions, config, net, subnet

@@ -53,6 +53,7 @@ class FedConfig:
     momentum: float = 0.9
     weight_decay: float = 0.0
     max_grad_norm: float = 10.0
+    channels_last: bool = True
     # Assignment and aggregation
     top_k_maxnet: int = 1
     bottom_k_minnet: int = 1
@@ -102,6 +103,7 @@ class FedConfig:
         need(is_num(self.beta_decay_fraction) and 0 < self.beta_decay_fraction <= 1,
              "beta_decay_fraction", "in (0, 1]")
         need(isinstance(self.weight_by_examples, bool), "weight_by_examples", "true or false")
+        need(isinstance(self.channels_last, bool), "channels_last", "true or false")
         need(isinstance(self.output_dir, str), "output_dir", "a path (string)")
         self.target_mac_budgets()  # parses or raises
 
