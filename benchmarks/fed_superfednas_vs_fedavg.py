@@ -35,11 +35,12 @@ from concurrent.futures import ProcessPoolExecutor
 
 import torch
 
+from ws_core.checkpoint import CheckpointError, load_checkpoint, read_checkpoint_metadata, save_checkpoint
 from ws_core.cost import CostModel
 from ws_fed import DeploymentTarget, FedConfig, InProcessGrid, run_federated
 from ws_fed.client_app import app as client_app
 from ws_fed.federated import evaluators
-from ws_fed.specialise import specialise
+from ws_fed.specialise import CRITERIA, specialise
 from ws_fed.task import build_supernet, load_digits
 
 
@@ -58,10 +59,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="K MAC budgets as fractions of the span from the smallest to the largest SubNet")
     p.add_argument("--search-population", type=int, default=16)
     p.add_argument("--search-generations", type=int, default=4)
+    p.add_argument("--search-criterion", choices=CRITERIA, default="accuracy",
+                   help="how the specialisation search ranks SubNets on the validation split")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--jobs", type=int, default=1,
                    help="FedAvg trainings run in this many processes at once (each uses one core best)")
     p.add_argument("--json", help="also write all numbers here")
+    p.add_argument("--save-supernet", metavar="PATH",
+                   help="write the trained SuperNet and its training cost here (ws-core safetensors checkpoint)")
+    p.add_argument("--load-supernet", metavar="PATH",
+                   help="skip SuperFedNAS training: load a SuperNet written by --save-supernet with the same settings")
     return p.parse_args(argv)
 
 
@@ -71,6 +78,7 @@ def run_config(args: argparse.Namespace) -> FedConfig:
         local_epochs=args.local_epochs, batch_size=args.batch_size, lr=args.lr, partitioner="dirichlet",
         dirichlet_alpha=args.alpha, beta_initial=args.beta_initial, seed=args.seed,
         search_population=args.search_population, search_generations=args.search_generations,
+        search_criterion=args.search_criterion,
     )
 
 
@@ -86,6 +94,32 @@ def fedavg_run(cfg: FedConfig, num_clients: int, name: str, subnet) -> dict:
     run, seconds = train(cfg, num_clients, subnet=subnet)
     _, test_acc = evaluators(run.net, load_digits(cfg.image_size, seed=cfg.seed), cfg)
     return {"target": name, "accuracy": test_acc(subnet), "seconds": seconds, **run.strategy.total_cost()}
+
+
+def training_settings(cfg: FedConfig, num_clients: int) -> dict:
+    """What determines a SuperFedNAS training (search settings excluded): a saved SuperNet is reused only if equal."""
+    settings = cfg.to_run_config()
+    for key in ("search-population", "search-generations", "search-criterion", "target-macs", "output-dir"):
+        settings.pop(key, None)
+    return {"clients": num_clients, **settings}
+
+
+def superfednas(cfg: FedConfig, args: argparse.Namespace):
+    """The trained SuperNet, its client training cost and wall time: trained here, or loaded with --load-supernet."""
+    settings = training_settings(cfg, args.clients)
+    if args.load_supernet:
+        extra = read_checkpoint_metadata(args.load_supernet)["extra"]
+        if extra.get("settings") != settings:
+            raise CheckpointError(f"{args.load_supernet}: trained with other settings\n"
+                                  f"  checkpoint: {extra.get('settings')}\n  this run:   {settings}")
+        net = build_supernet(cfg.model, cfg.image_size, seed=cfg.seed)
+        load_checkpoint(net, args.load_supernet)
+        return net, extra["cost"], extra["seconds"]
+    sfn, seconds = train(cfg, args.clients)
+    cost = sfn.strategy.total_cost()
+    if args.save_supernet:
+        save_checkpoint(sfn.net, args.save_supernet, extra={"settings": settings, "cost": cost, "seconds": seconds})
+    return sfn.net, cost, seconds
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,12 +140,11 @@ def main(argv: list[str] | None = None) -> int:
           f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()}", flush=True)
 
     # 1. SuperFedNAS: one training, then one-shot specialisation -----------------------------------
-    sfn, sfn_time = train(cfg, args.clients)
-    sfn_cost = sfn.strategy.total_cost()
+    net, sfn_cost, sfn_time = superfednas(cfg, args)
     print(f"SuperFedNAS trained in {sfn_time:.0f} s: {sfn_cost}", flush=True)
     t0 = time.perf_counter()
-    val_acc, test_acc = evaluators(sfn.net, data, cfg)
-    specs = specialise(sfn.net, targets, val_acc, test=test_acc, population_size=cfg.search_population,
+    val_acc, test_acc = evaluators(net, data, cfg)
+    specs = specialise(net, targets, val_acc, test=test_acc, population_size=cfg.search_population,
                        generations=cfg.search_generations, seed=cfg.seed)
     search_time = time.perf_counter() - t0
     # inference work of the search: every distinct SubNet scored once (BN recalibration + validation pass)

@@ -49,7 +49,14 @@ def test_specialise_command(tmp_path, net, capsys):
     assert main(["specialise", str(ckpt), "--macs", "2e6", "--population", "2", "--generations", "0",
                  "--bn-batches", "1", "--json", str(out_json)]) == 0
     assert "| macs<=2M |" in capsys.readouterr().out
-    assert json.loads(out_json.read_text())[0]["macs"] <= 2e6
+    found = json.loads(out_json.read_text())[0]
+    assert found["macs"] <= 2e6 and found["fitness"] == found["val_accuracy"]
+    assert main(["specialise", str(ckpt), "--macs", "2e6", "--population", "2", "--generations", "0",
+                 "--bn-batches", "1", "--criterion", "loss", "--json", str(out_json)]) == 0
+    found = json.loads(out_json.read_text())[0]
+    assert found["fitness"] == -found["val_loss"] and 0 <= found["val_accuracy"] <= 1
+    with pytest.raises(SystemExit):
+        main(["specialise", str(ckpt), "--macs", "2e6", "--criterion", "f1"])
     assert main(["specialise", str(ckpt)]) == 2
 
 

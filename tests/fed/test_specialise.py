@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from ws_core.cost import CostModel
 from ws_fed.specialise import DeploymentTarget, SubNetAccuracy, format_table, specialise
@@ -72,3 +73,42 @@ def test_subnet_accuracy_recalibrates_a_private_copy(net, digits):
     assert 0.0 <= a <= 1.0 and acc(net.space.min().to_dict()) == a and len(acc.cache) == 1
     for k, v in supernet_arrays(net).items():
         np.testing.assert_array_equal(v, before[k])
+
+
+def test_criteria_rank_hand_computed_results(net, digits):
+    """Fitness per criterion from known (accuracy, loss) pairs on n = 10 examples."""
+    from ws_fed.task import EvalResult
+
+    acc = SubNetAccuracy(net, make_loader(digits.val, 256, shuffle=False))
+    space = net.space
+    a, b, c, d = (space.validate(space.sample(torch.Generator().manual_seed(i))) for i in range(4))
+    assert len({a, b, c, d}) == 4
+    acc.cache.update({a: EvalResult(0.9, 0.5, 10), b: EvalResult(0.9, 0.3, 10),
+                      c: EvalResult(1.0, 50.0, 10), d: EvalResult(0.8, 0.0, 10)})
+
+    def order(criterion):
+        acc.criterion = criterion
+        return sorted("abcd", key=lambda k: -acc({"a": a, "b": b, "c": c, "d": d}[k]))
+
+    acc.criterion = "accuracy_then_loss"
+    assert acc(a) == pytest.approx(0.9 + 1 / (11 * 1.5))  # tie-break term below one image (0.1)
+    assert acc(d) == pytest.approx(0.8 + 1 / 11) and acc(d) < acc(a)
+    assert order("accuracy_then_loss") == ["c", "b", "a", "d"]
+    assert order("loss") == ["d", "b", "a", "c"]
+    assert order("accuracy")[0] == "c" and order("accuracy")[-1] == "d" and acc(a) == acc(b) == 0.9
+    allowed = r"\['accuracy', 'loss', 'accuracy_then_loss'\]"
+    with pytest.raises(ValueError, match=rf"criterion must be one of {allowed}, got 'f1'"):
+        SubNetAccuracy(net, [], criterion="f1")
+
+
+def test_search_by_loss_reports_measured_accuracy_and_loss(net, digits):
+    val = make_loader(digits.val, 256, shuffle=False)
+    bn = make_loader(digits.val, 64, shuffle=False)
+    by_loss = SubNetAccuracy(net, val, bn_loader=bn, bn_batches=1, criterion="loss")
+    costs = CostModel(net)
+    target = DeploymentTarget("t", max_macs=costs.macs(net.space.max()))
+    [r] = specialise(net, [target], by_loss, population_size=4, generations=1, seed=0)
+    measured = by_loss.evaluate(r.subnet)
+    assert r.fitness == -r.val_loss == -measured.loss and r.val_accuracy == measured.accuracy
+    assert r.fitness == max(-e.loss for e in by_loss.cache.values())  # the lowest loss among those scored
+    assert r.to_dict()["val_loss"] == r.val_loss and f"{r.val_loss:.4f}" in format_table([r])

@@ -110,6 +110,24 @@ def test_a_single_sample_tail_batch_is_skipped_not_fatal(net, digits):
         train_subnet(net, net.space.max(), make_loader(Subset(digits.train, [0]), 2, shuffle=False), epochs=1)
 
 
+def test_seeded_training_ignores_the_global_rng(digits):
+    """With ``seed``, dropout draws from a private stream: the update is the same whatever ran before,
+    and the global RNG is left where it was. Without it (the control), the global state decides."""
+    def step(seed, global_seed):
+        net = local_supernet("ws_ofa_mbv3_035_32", 8, seed=0)
+        assert net.head.drop.p > 0
+        torch.manual_seed(global_seed)
+        loader = make_loader(digits.train, 32, shuffle=True, seed=0)  # its own generator: same batches
+        train_subnet(net, net.space.max(), loader, max_steps=2, lr=0.05, seed=seed)
+        return subnet_arrays(net, net.space.max())["head.classifier.weight"], torch.rand(1)
+
+    (a, after_a), (b, _) = step(7, global_seed=1), step(7, global_seed=2)
+    np.testing.assert_array_equal(a, b)
+    assert torch.equal(after_a, torch.rand(1, generator=torch.Generator().manual_seed(1)))
+    assert not np.array_equal(step(8, global_seed=1)[0], a)         # the seed matters
+    assert not np.array_equal(step(None, 1)[0], step(None, 2)[0])  # control: unseeded follows the global RNG
+
+
 def test_channels_last_client_computes_the_same_step(digits):
     """The memory format is a speed choice only: same outputs, and the same SGD step up to rounding.
 

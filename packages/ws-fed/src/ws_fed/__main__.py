@@ -19,7 +19,7 @@ import numpy as np
 from .config import FedConfig
 from .federated import specialise_targets, write_json
 from .partition import dataset_labels, dirichlet_partition, iid_partition, label_histogram
-from .specialise import DeploymentTarget, format_table
+from .specialise import CRITERIA, DeploymentTarget, format_table
 from .task import build_supernet, load_digits
 
 __all__ = ["main"]
@@ -31,7 +31,7 @@ def _specialise(args: argparse.Namespace) -> int:
     extra = read_checkpoint_metadata(args.checkpoint)["extra"]
     cfg = FedConfig(model=extra.get("model", FedConfig.model), image_size=int(extra.get("image_size", 8)),
                     seed=args.seed, search_population=args.population, search_generations=args.generations,
-                    bn_batches=args.bn_batches)
+                    search_criterion=args.criterion, bn_batches=args.bn_batches)
     net = build_supernet(cfg.model, cfg.image_size, seed=None)
     load_checkpoint(net, args.checkpoint)
     targets = [DeploymentTarget(f"macs<={m / 1e6:g}M", max_macs=m) for m in args.macs or []]
@@ -78,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     sp.add_argument("--latency-ms", type=float, nargs="*", help="latency budgets (ms, batch 1, this CPU)")
     sp.add_argument("--population", type=int, default=16)
     sp.add_argument("--generations", type=int, default=4)
+    sp.add_argument("--criterion", choices=CRITERIA, default="accuracy",
+                    help="how the search ranks SubNets on the validation split (loss: when accuracy saturates)")
     sp.add_argument("--bn-batches", type=int, default=4)
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--json", help="also write the results here")

@@ -72,8 +72,8 @@ def train(msg: Message, context: Context) -> Message:
     data = load_digits(run.image_size, seed=run.seed)
     local = client_dataset(data.train, partition_id, num_partitions, run.partitioner, run.dirichlet_alpha, run.seed)
     server_round = int(config.get("server-round", 0))
-    loader = make_loader(local, _setting(config, "batch-size", run.batch_size), shuffle=True,
-                         seed=run.seed * 1_000_003 + server_round * 1009 + partition_id)
+    seed = run.seed * 1_000_003 + server_round * 1009 + partition_id
+    loader = make_loader(local, _setting(config, "batch-size", run.batch_size), shuffle=True, seed=seed)
     result = train_subnet(
         net, subnet, loader,
         epochs=_setting(config, "local-epochs", run.local_epochs),
@@ -82,6 +82,7 @@ def train(msg: Message, context: Context) -> Message:
         momentum=_setting(config, "momentum", run.momentum),
         weight_decay=_setting(config, "weight-decay", run.weight_decay),
         max_grad_norm=_setting(config, "max-grad-norm", run.max_grad_norm),
+        seed=seed,
     )
     arrays = ArrayRecord({k: Array(v) for k, v in subnet_arrays(net, subnet).items()})
     metrics = MetricRecord({"train-loss": result.loss, "num-examples": len(local), "train-samples": result.samples})

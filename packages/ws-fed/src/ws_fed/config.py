@@ -20,6 +20,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from .specialise import CRITERIA
+
 __all__ = ["FedConfig"]
 
 
@@ -65,6 +67,7 @@ class FedConfig:
     target_macs: str = ""
     search_population: int = 16
     search_generations: int = 4
+    search_criterion: str = "accuracy"
     bn_batches: int = 4
     output_dir: str = ""
 
@@ -105,6 +108,7 @@ class FedConfig:
         need(isinstance(self.weight_by_examples, bool), "weight_by_examples", "true or false")
         need(isinstance(self.channels_last, bool), "channels_last", "true or false")
         need(isinstance(self.output_dir, str), "output_dir", "a path (string)")
+        need(self.search_criterion in CRITERIA, "search_criterion", " or ".join(repr(c) for c in CRITERIA))
         self.target_mac_budgets()  # parses or raises
 
     # Conversions ------------------------------------------------------------------------------

@@ -106,17 +106,21 @@ def run_federated(grid: Grid, cfg: FedConfig, *, net: SuperNet | None = None,
 
 
 def evaluators(net: SuperNet, data: DigitsSplits, cfg: FedConfig) -> tuple[SubNetAccuracy, SubNetAccuracy]:
-    """Server-side ``(validation, test)`` accuracy of SubNets, BN-recalibrated on the validation split."""
+    """Server-side ``(validation, test)`` scores of SubNets, BN-recalibrated on the validation split.
+
+    The validation scorer ranks by ``cfg.search_criterion``; the test scorer always reports accuracy.
+    """
     val = make_loader(data.val, 256, shuffle=False)
     bn = make_loader(data.val, cfg.batch_size, shuffle=True, seed=cfg.seed)
     test = make_loader(data.test, 256, shuffle=False)
-    return (SubNetAccuracy(net, val, bn_loader=bn, bn_batches=cfg.bn_batches),
+    return (SubNetAccuracy(net, val, bn_loader=bn, bn_batches=cfg.bn_batches, criterion=cfg.search_criterion),
             SubNetAccuracy(net, test, bn_loader=bn, bn_batches=cfg.bn_batches))
 
 
 def specialise_targets(net: SuperNet, cfg: FedConfig, targets: Sequence[DeploymentTarget],
                        data: DigitsSplits | None = None) -> list[Specialisation]:
-    """One-shot specialisation of a trained SuperNet to ``targets`` (search on validation accuracy)."""
+    """One-shot specialisation of a trained SuperNet to ``targets`` (search on the validation split,
+    ranked by ``cfg.search_criterion``)."""
     data = data if data is not None else load_digits(cfg.image_size, seed=cfg.seed)
     val_acc, test_acc = evaluators(net, data, cfg)
     return specialise(net, targets, val_acc, test=test_acc, population_size=cfg.search_population,

@@ -29,9 +29,9 @@ from ws_core import SubNetConfig, SuperNet
 from ws_core.cost import CostModel, profile_latency
 from ws_core.search import evolutionary_search
 
-from .task import evaluate_subnet
+from .task import EvalResult, evaluate_subnet
 
-__all__ = ["DeploymentTarget", "Specialisation", "SubNetAccuracy", "format_table", "specialise"]
+__all__ = ["CRITERIA", "DeploymentTarget", "Specialisation", "SubNetAccuracy", "format_table", "specialise"]
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,12 @@ class DeploymentTarget:
 
 @dataclass(frozen=True)
 class Specialisation:
-    """The SubNet found for one target, with its costs and accuracies (fractions in [0, 1])."""
+    """The SubNet found for one target, with its costs and accuracies (fractions in [0, 1]).
+
+    ``fitness`` is the search's score of the SubNet; with a :class:`SubNetAccuracy` fitness,
+    ``val_accuracy`` and ``val_loss`` are its measured validation accuracy and cross-entropy whatever the
+    criterion (with another fitness function, ``val_accuracy`` is that fitness and ``val_loss`` is None).
+    """
 
     target: DeploymentTarget
     subnet: SubNetConfig
@@ -77,40 +82,67 @@ class Specialisation:
     val_accuracy: float
     test_accuracy: float | None
     evaluated: int
+    val_loss: float | None = None
+    fitness: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"target": self.target.name, "budget": self.target.describe(), "subnet": self.subnet.to_dict(),
                 "subnet_id": self.subnet.id, "macs": self.macs, "params": self.params, "cost": self.cost,
-                "val_accuracy": self.val_accuracy, "test_accuracy": self.test_accuracy,
-                "evaluated": self.evaluated}
+                "val_accuracy": self.val_accuracy, "val_loss": self.val_loss, "fitness": self.fitness,
+                "test_accuracy": self.test_accuracy, "evaluated": self.evaluated}
+
+
+CRITERIA = ("accuracy", "loss", "accuracy_then_loss")
 
 
 class SubNetAccuracy:
-    """Accuracy of SubNets of a trained SuperNet on one data set, BN-recalibrated per SubNet, cached.
+    """Validation score of SubNets of a trained SuperNet on one data set, BN-recalibrated per SubNet, cached.
 
-    Works on a private copy of ``net``, so recalibration never touches the caller's SuperNet.
+    Works on a private copy of ``net``, so recalibration never touches the caller's SuperNet. Calling it
+    returns the search fitness (higher is better) chosen by ``criterion``:
+
+    * ``"accuracy"`` — top-1 accuracy, as SuperFedNAS's ``run_NAS.py``.
+    * ``"loss"`` — minus the mean cross-entropy. On a small validation split accuracy saturates: many
+      SubNets of very different size score the same (one image is 1/n), so the search cannot tell
+      them apart; the loss, a proper scoring rule, still can.
+    * ``"accuracy_then_loss"`` — accuracy, with ties broken by lower loss (lexicographic: the loss
+      term is below 1/(n + 1) for n examples, less than one image's worth of accuracy).
+
+    :meth:`evaluate` gives the full :class:`~ws_fed.task.EvalResult` (accuracy and loss).
 
     Args:
         net: the trained SuperNet.
         loader: the evaluation data (e.g. a validation split).
         bn_loader: data for BN recalibration (``None``: use the stored statistics).
         bn_batches: batches used for recalibration.
+        criterion: the fitness returned by a call, one of :data:`CRITERIA`.
     """
 
     def __init__(self, net: SuperNet, loader: Iterable, bn_loader: Iterable | None = None, bn_batches: int = 4,
-                 device: torch.device | str | None = None) -> None:
+                 device: torch.device | str | None = None, criterion: str = "accuracy") -> None:
+        if criterion not in CRITERIA:
+            raise ValueError(f"SubNetAccuracy: criterion must be one of {list(CRITERIA)}, got {criterion!r}")
         self.net = copy.deepcopy(net)
         self.loader, self.bn_loader, self.bn_batches, self.device = loader, bn_loader, bn_batches, device
-        self.cache: dict[SubNetConfig, float] = {}
+        self.criterion = criterion
+        self.cache: dict[SubNetConfig, EvalResult] = {}
+
+    def evaluate(self, subnet: Mapping[str, Any] | SubNetConfig) -> EvalResult:
+        """Accuracy and mean cross-entropy of ``subnet`` (computed once per SubNet)."""
+        cfg = self.net.space.validate(subnet)
+        result = self.cache.get(cfg)
+        if result is None:
+            result = self.cache[cfg] = evaluate_subnet(self.net, cfg, self.loader, bn_loader=self.bn_loader,
+                                                       bn_batches=self.bn_batches, device=self.device)
+        return result
 
     def __call__(self, subnet: Mapping[str, Any] | SubNetConfig) -> float:
-        cfg = self.net.space.validate(subnet)
-        acc = self.cache.get(cfg)
-        if acc is None:
-            acc = evaluate_subnet(self.net, cfg, self.loader, bn_loader=self.bn_loader, bn_batches=self.bn_batches,
-                                  device=self.device).accuracy
-            self.cache[cfg] = acc
-        return acc
+        r = self.evaluate(subnet)
+        if self.criterion == "accuracy":
+            return r.accuracy
+        if self.criterion == "loss":
+            return -r.loss
+        return r.accuracy + 1.0 / ((r.num_examples + 1) * (1.0 + r.loss))
 
 
 def specialise(
@@ -129,13 +161,14 @@ def specialise(
     latency_repeats: int = 10,
     device: torch.device | str | None = None,
 ) -> list[Specialisation]:
-    """Find the most accurate SubNet within each target's budget (no retraining).
+    """Find the fittest (e.g. most accurate) SubNet within each target's budget (no retraining).
 
     Args:
         net: the trained SuperNet.
         targets: the deployment targets.
-        accuracy: fitness of a SubNet (e.g. :class:`SubNetAccuracy` on a validation split); it is
-            called once per distinct SubNet across all targets if it caches, as ``SubNetAccuracy`` does.
+        accuracy: fitness of a SubNet, higher is better (e.g. :class:`SubNetAccuracy` on a validation
+            split, whose ``criterion`` picks accuracy or loss); it is called once per distinct SubNet
+            across all targets if it caches, as ``SubNetAccuracy`` does.
         test: optional held-out accuracy, reported for the chosen SubNets only.
         population_size / generations / parent_ratio / mutation_ratio / mutate_prob: the evolutionary
             search (``ws_core.search.evolutionary_search``); SuperFedNAS uses parent ratio 0.25 and
@@ -184,22 +217,26 @@ def specialise(
         except ValueError as e:
             raise ValueError(f"target {target.name!r} ({target.describe()}): {e}") from None
         best = found.best
+        measured = accuracy.evaluate(best) if isinstance(accuracy, SubNetAccuracy) else None
         out.append(Specialisation(
             target=target, subnet=best, macs=int(costs.macs(best)), params=int(costs.params(best)),
-            cost=float(found.best_cost), val_accuracy=float(found.best_fitness),
+            cost=float(found.best_cost),
+            val_accuracy=float(found.best_fitness if measured is None else measured.accuracy),
             test_accuracy=None if test is None else float(test(best)), evaluated=found.evaluated,
+            val_loss=None if measured is None else float(measured.loss), fitness=float(found.best_fitness),
         ))
     return out
 
 
 def format_table(results: Sequence[Specialisation]) -> str:
     """Markdown table target → SubNet → accuracy."""
-    lines = ["| target | budget | SubNet | depth | MMACs | params (k) | val acc % | test acc % |",
-             "|---|---|---|---|---:|---:|---:|---:|"]
+    lines = ["| target | budget | SubNet | depth | MMACs | params (k) | val acc % | val loss | test acc % |",
+             "|---|---|---|---|---:|---:|---:|---:|---:|"]
     for r in results:
         test = "–" if r.test_accuracy is None else f"{100 * r.test_accuracy:.2f}"
+        loss = "–" if r.val_loss is None else f"{r.val_loss:.4f}"
         depth = r.subnet.get("depth")
         lines.append(f"| {r.target.name} | {r.target.describe()} | {r.subnet.id} | "
                      f"{list(depth) if depth is not None else '–'} | {r.macs / 1e6:.3f} | {r.params / 1e3:.1f} | "
-                     f"{100 * r.val_accuracy:.2f} | {test} |")
+                     f"{100 * r.val_accuracy:.2f} | {loss} | {test} |")
     return "\n".join(lines)

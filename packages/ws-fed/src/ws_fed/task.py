@@ -204,6 +204,7 @@ def train_subnet(
     momentum: float = 0.0,
     weight_decay: float = 0.0,
     max_grad_norm: float = 0.0,
+    seed: int | None = None,
     device: torch.device | str | None = None,
 ) -> TrainResult:
     """Train SubNet ``subnet`` of ``net`` in place (SGD, cross-entropy, optional gradient clipping).
@@ -211,6 +212,8 @@ def train_subnet(
     Only the active SubNet runs, so only its elements receive gradients. ``max_steps > 0`` stops after
     that many steps (cycling over ``loader`` if needed) instead of after ``epochs`` epochs. Batches of a
     single sample (the tail of a small partition) are skipped: BN cannot normalise them in training mode.
+    ``seed`` fixes the training's own randomness (dropout) without touching the global RNG, so a
+    client's update does not depend on what ran before it in the process (``None``: the global RNG).
 
     Raises:
         FloatingPointError: if the loss becomes non-finite (the update is then useless).
@@ -223,8 +226,11 @@ def train_subnet(
     total, samples, steps = 0.0, 0, 0
     was_training = net.training
     net.train()
+    rng = torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else [], enabled=seed is not None)
     try:
-        with net.subnet(subnet):
+        with rng, net.subnet(subnet):
+            if seed is not None:
+                torch.manual_seed(seed)
             epoch = 0
             while True:
                 for x, y in loader:
