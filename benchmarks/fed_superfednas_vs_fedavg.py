@@ -8,7 +8,7 @@ engine; messages, aggregation and cost accounting are the same code as under ``f
 
 1. **SuperFedNAS**: one federated training of the SuperNet (tracking sandwich, MaxNet β schedule),
    then one-shot specialisation to K MAC budgets (evolutionary search on server-side validation
-   accuracy, no retraining).
+   accuracy, or loss with ``--search-criterion loss``; no retraining).
 2. **FedAvg per target**: for each target, the SubNet SuperFedNAS picked is trained from the same
    initial weights with FedAvg, for the same number of rounds, clients per round and local epochs.
 
@@ -20,6 +20,10 @@ each SubNet's BN statistics re-estimated on the validation split (the same proce
     python benchmarks/fed_superfednas_vs_fedavg.py            # defaults: 10 clients, Dirichlet α = 1
     python benchmarks/fed_superfednas_vs_fedavg.py --rounds 3 --targets 0.3,0.8   # smoke run
     python benchmarks/fed_superfednas_vs_fedavg.py --clients 20 --rounds 300 --local-epochs 1 --jobs 2
+
+``--save-supernet PATH`` keeps the trained SuperNet (and its measured training cost); a later run with
+``--load-supernet PATH`` and the same training settings skips SuperFedNAS training, e.g. to compare
+search criteria on one SuperNet.
 """
 
 from __future__ import annotations
@@ -134,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     per_round = max(int(args.clients * args.fraction), cfg.min_train_nodes)
     print(f"# SuperFedNAS vs FedAvg-per-target: {cfg.model} on digits {cfg.image_size}x{cfg.image_size}, "
           f"{args.clients} clients (Dirichlet alpha={args.alpha:g}), {per_round} per round, {args.rounds} rounds, "
-          f"{args.local_epochs} local epoch(s), beta {args.beta_initial:g} -> 1/{per_round}, K={len(targets)} targets",
+          f"{args.local_epochs} local epoch(s), beta {args.beta_initial:g} -> 1/{per_round}, K={len(targets)} targets, "
+          f"search by validation {args.search_criterion}",
           flush=True)
     print(f"# SubNet MACs range {lo / 1e6:.3f}M .. {hi / 1e6:.3f}M; torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()}", flush=True)
