@@ -122,7 +122,9 @@ def superfednas(cfg: FedConfig, args: argparse.Namespace):
     sfn, seconds = train(cfg, args.clients)
     cost = sfn.strategy.total_cost()
     if args.save_supernet:
-        save_checkpoint(sfn.net, args.save_supernet, extra={"settings": settings, "cost": cost, "seconds": seconds})
+        save_checkpoint(sfn.net, args.save_supernet, extra={"model": cfg.model, "image_size": cfg.image_size,
+                                                            "seed": cfg.seed, "settings": settings, "cost": cost,
+                                                            "seconds": seconds})
     return sfn.net, cost, seconds
 
 

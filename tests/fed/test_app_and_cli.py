@@ -80,3 +80,17 @@ def test_every_module_declares_all(module):
     assert mod.__doc__ and mod.__all__
     for name in mod.__all__:
         assert hasattr(mod, name), f"ws_fed.{module}.{name}"
+
+
+def test_specialise_command_uses_the_checkpoints_seed(tmp_path, net, monkeypatch):
+    """The seed fixes the validation/test split: by default the run's own, so no training data leaks in."""
+    import ws_fed.__main__ as cli
+    from ws_core.checkpoint import save_checkpoint
+
+    ckpt = tmp_path / "supernet.safetensors"
+    save_checkpoint(net, ckpt, extra={"model": "ws_ofa_mbv3_035_32", "image_size": 8, "seed": 3})
+    seen = []
+    monkeypatch.setattr(cli, "specialise_targets", lambda net, cfg, targets: seen.append(cfg.seed) or [])
+    assert main(["specialise", str(ckpt), "--macs", "2e6"]) == 0
+    assert main(["specialise", str(ckpt), "--macs", "2e6", "--seed", "5"]) == 0
+    assert seen == [3, 5]

@@ -29,8 +29,9 @@ def _specialise(args: argparse.Namespace) -> int:
     from ws_core.checkpoint import load_checkpoint, read_checkpoint_metadata
 
     extra = read_checkpoint_metadata(args.checkpoint)["extra"]
+    seed = int(extra.get("seed", 0)) if args.seed is None else args.seed
     cfg = FedConfig(model=extra.get("model", FedConfig.model), image_size=int(extra.get("image_size", 8)),
-                    seed=args.seed, search_population=args.population, search_generations=args.generations,
+                    seed=seed, search_population=args.population, search_generations=args.generations,
                     search_criterion=args.criterion, bn_batches=args.bn_batches)
     net = build_supernet(cfg.model, cfg.image_size, seed=None)
     load_checkpoint(net, args.checkpoint)
@@ -81,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     sp.add_argument("--criterion", choices=CRITERIA, default="accuracy",
                     help="how the search ranks SubNets on the validation split (loss: when accuracy saturates)")
     sp.add_argument("--bn-batches", type=int, default=4)
-    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--seed", type=int, default=None,
+                    help="the run's seed, which fixes the validation/test split (default: the checkpoint's)")
     sp.add_argument("--json", help="also write the results here")
     sp.set_defaults(func=_specialise)
 
