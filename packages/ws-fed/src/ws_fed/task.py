@@ -226,7 +226,8 @@ def train_subnet(
     total, samples, steps = 0.0, 0, 0
     was_training = net.training
     net.train()
-    rng = torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else [], enabled=seed is not None)
+    # torch.manual_seed reseeds every CUDA device, so on CUDA all of them are forked (None), not just ``dev``
+    rng = torch.random.fork_rng(devices=None if dev.type == "cuda" else [], enabled=seed is not None)
     try:
         with rng, net.subnet(subnet):
             if seed is not None:
