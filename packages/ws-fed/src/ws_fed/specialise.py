@@ -154,7 +154,7 @@ def specialise(
     population_size: int = 16,
     generations: int = 4,
     parent_ratio: float = 0.25,
-    mutation_ratio: float = 0.5,
+    mutation_ratio: float = 0.2,
     mutate_prob: float = 0.1,
     seed: int = 0,
     latency_batch_size: int = 1,
@@ -171,8 +171,9 @@ def specialise(
             across all targets if it caches, as ``SubNetAccuracy`` does.
         test: optional held-out accuracy, reported for the chosen SubNets only.
         population_size / generations / parent_ratio / mutation_ratio / mutate_prob: the evolutionary
-            search (``ws_core.search.evolutionary_search``); SuperFedNAS uses parent ratio 0.25 and
-            mutation probability 0.1.
+            search (``ws_core.search.evolutionary_search``). The defaults are SuperFedNAS's
+            ``nas/run_NAS.py``: parent ratio 0.25, mutation ratio 0.2 (a fifth of the children by
+            mutation, the rest by crossover; OFA's default is 0.5) and mutation probability 0.1.
         seed: seeds each target's search.
         latency_batch_size / latency_repeats / device: how latency budgets are measured
             (``ws_core.cost.profile_latency`` on ``device``, median of the repeats).
