@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -34,6 +36,27 @@ def test_each_target_gets_a_subnet_within_its_budget(net):
     assert [r.subnet for r in again] == [r.subnet for r in results]
     table = format_table(results)
     assert "| small | MACs <=" in table and results[0].subnet.id in table
+
+
+def test_search_settings_default_to_superfednas_and_are_passed_on(net, monkeypatch):
+    specialise_module = sys.modules[specialise.__module__]  # ws_fed.specialise (the package re-exports the function)
+    seen = []
+    real = specialise_module.evolutionary_search
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(specialise_module, "evolutionary_search", spy)
+    target = [DeploymentTarget("t", max_macs=CostModel(net).macs(net.space.max()))]
+    specialise(net, target, proxy_accuracy, population_size=4, generations=1)
+    # nas/run_NAS.py of SuperFedNAS: parent ratio 0.25, mutation ratio 0.2, mutation probability 0.1
+    assert {k: seen[0][k] for k in ("parent_ratio", "mutation_ratio", "mutate_prob")} == {
+        "parent_ratio": 0.25, "mutation_ratio": 0.2, "mutate_prob": 0.1}
+    specialise(net, target, proxy_accuracy, population_size=4, generations=1, parent_ratio=0.5,
+               mutation_ratio=1.0, mutate_prob=0.3)
+    assert (seen[1]["parent_ratio"], seen[1]["mutation_ratio"], seen[1]["mutate_prob"]) == (0.5, 1.0, 0.3)
+    assert (seen[1]["population_size"], seen[1]["generations"]) == (4, 1)
 
 
 def test_latency_target_is_measured(net):
