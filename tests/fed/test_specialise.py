@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from ws_core.cost import CostModel
-from ws_fed.specialise import DeploymentTarget, SubNetAccuracy, format_table, specialise
+from ws_fed.specialise import DeploymentTarget, SubNetAccuracy, fittest_within, format_table, specialise
 from ws_fed.task import make_loader, supernet_arrays
 
 
@@ -36,6 +36,45 @@ def test_each_target_gets_a_subnet_within_its_budget(net):
     assert [r.subnet for r in again] == [r.subnet for r in results]
     table = format_table(results)
     assert "| small | MACs <=" in table and results[0].subnet.id in table
+
+
+def test_fittest_within_hand_computed():
+    scored = {"a": 0.90, "b": 0.95, "c": 0.95, "d": 0.99, "e": 0.95}
+    cost = {"a": 1.0, "b": 3.0, "c": 2.0, "d": 10.0, "e": 2.0}.__getitem__
+    assert fittest_within(scored, cost, 10.0) == "d"
+    assert fittest_within(scored, cost, 9.9) == "c"  # ties b, c, e at 0.95: lower cost (c, e), then first scored (c)
+    assert fittest_within(scored, cost, 1.0) == "a"  # within means <=
+    with pytest.raises(ValueError, match=r"none of the 5 scored SubNets fits the budget 0\.5"):
+        fittest_within(scored, cost, 0.5)
+
+
+def hashed_fitness(cfg):
+    """A deterministic fitness unrelated to size, so independent searches on small populations miss the best."""
+    return (int(cfg.id, 16) % 997) / 997.0
+
+
+def test_shared_candidates_give_each_target_the_fittest_scored_subnet(net):
+    costs = CostModel(net)
+    lo, hi = costs.macs(net.space.min()), costs.macs(net.space.max())
+    targets = [DeploymentTarget(f"t{i}", max_macs=lo + f * (hi - lo)) for i, f in enumerate((0.1, 0.3, 0.6, 0.9))]
+    calls = []
+
+    def fitness(cfg):
+        calls.append(cfg)
+        return hashed_fitness(cfg)
+
+    shared = specialise(net, targets, fitness, population_size=6, generations=2, seed=0)
+    assert len(calls) == len(set(calls))  # each distinct SubNet scored once across all targets
+    for r in shared:
+        within = [hashed_fitness(c) for c in set(calls) if costs.macs(c) <= r.target.max_macs]
+        assert r.fitness == r.val_accuracy == max(within) and r.macs <= r.target.max_macs
+    fit = [r.fitness for r in shared]
+    assert fit == sorted(fit)  # nested budgets: a looser budget is never less fit
+    independent = specialise(net, targets, hashed_fitness, population_size=6, generations=2, seed=0,
+                             share_candidates=False)
+    assert [r.evaluated for r in independent] == [r.evaluated for r in shared]  # same searches
+    assert all(i.fitness <= s.fitness for i, s in zip(independent, shared))
+    assert any(i.fitness < s.fitness for i, s in zip(independent, shared))  # sharing changed a pick here
 
 
 def test_search_settings_default_to_superfednas_and_are_passed_on(net, monkeypatch):

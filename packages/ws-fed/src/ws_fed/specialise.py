@@ -4,7 +4,8 @@ After SuperFedNAS training, one SuperNet serves every target: for each target (a
 latency budget on some device) ws-core's evolutionary search (``ws_core.search.evolutionary_search``,
 OFA's ``EvolutionFinder``) finds the most accurate SubNet whose cost fits, scoring each candidate by
 its measured validation accuracy after BN recalibration (as SuperFedNAS's ``nas/run_NAS.py``, which
-uses measured accuracy rather than a predictor). Costs come from ``ws_core.cost`` (``CostModel`` for
+uses measured accuracy rather than a predictor). Every SubNet scored for one target is a candidate for
+every target it fits (``share_candidates``). Costs come from ``ws_core.cost`` (``CostModel`` for
 MACs, ``profile_latency`` for latency). Training cost is thus paid once for any number of targets.
 
 Example::
@@ -31,7 +32,8 @@ from ws_core.search import evolutionary_search
 
 from .task import EvalResult, evaluate_subnet
 
-__all__ = ["CRITERIA", "DeploymentTarget", "Specialisation", "SubNetAccuracy", "format_table", "specialise"]
+__all__ = ["CRITERIA", "DeploymentTarget", "Specialisation", "SubNetAccuracy", "fittest_within", "format_table",
+           "specialise"]
 
 
 @dataclass(frozen=True)
@@ -160,6 +162,7 @@ def specialise(
     latency_batch_size: int = 1,
     latency_repeats: int = 10,
     device: torch.device | str | None = None,
+    share_candidates: bool = True,
 ) -> list[Specialisation]:
     """Find the fittest (e.g. most accurate) SubNet within each target's budget (no retraining).
 
@@ -167,8 +170,8 @@ def specialise(
         net: the trained SuperNet.
         targets: the deployment targets.
         accuracy: fitness of a SubNet, higher is better (e.g. :class:`SubNetAccuracy` on a validation
-            split, whose ``criterion`` picks accuracy or loss); it is called once per distinct SubNet
-            across all targets if it caches, as ``SubNetAccuracy`` does.
+            split, whose ``criterion`` picks accuracy or loss); called once per distinct SubNet
+            across all targets.
         test: optional held-out accuracy, reported for the chosen SubNets only.
         population_size / generations / parent_ratio / mutation_ratio / mutate_prob: the evolutionary
             search (``ws_core.search.evolutionary_search``). The defaults are SuperFedNAS's
@@ -177,6 +180,11 @@ def specialise(
         seed: seeds each target's search.
         latency_batch_size / latency_repeats / device: how latency budgets are measured
             (``ws_core.cost.profile_latency`` on ``device``, median of the repeats).
+        share_candidates: after every target's search, each target gets the fittest SubNet within its
+            budget among *all* SubNets scored by any target's search (ties to the lower cost, then to
+            the first scored), so a looser budget never ends with a less fit SubNet than a tighter one
+            and no score is wasted. ``False``: each target keeps its own search's winner (OFA's
+            independent searches).
 
     Returns:
         One :class:`Specialisation` per target, in order.
@@ -201,32 +209,68 @@ def specialise(
             ms = latencies[cfg] = table.entries[0].median_ms
         return ms
 
-    out = []
+    scored: dict[SubNetConfig, float] = {}  # every SubNet scored by any target's search, in order
+
+    def fitness(cfg: SubNetConfig) -> float:
+        f = scored.get(cfg)
+        if f is None:
+            f = scored[cfg] = float(accuracy(cfg))
+        return f
+
+    def cost_fn_of(target: DeploymentTarget) -> Callable[[SubNetConfig], float]:
+        return costs.macs if target.metric == "macs" else latency
+
+    searches = []
     smallest = net.space.min()
     for i, target in enumerate(targets):
-        cost_fn = costs.macs if target.metric == "macs" else latency
+        cost_fn = cost_fn_of(target)
         if cost_fn(smallest) > target.budget:
             raise ValueError(f"target {target.name!r} ({target.describe()}): even the smallest SubNet costs "
                              f"{cost_fn(smallest):g}")
         try:
             found = evolutionary_search(
-                net.space, fitness=accuracy, cost=cost_fn, constraint=target.budget,
+                net.space, fitness=fitness, cost=cost_fn, constraint=target.budget,
                 population_size=population_size, generations=generations, parent_ratio=parent_ratio,
                 mutation_ratio=mutation_ratio, mutate_prob=mutate_prob,
                 generator=torch.Generator().manual_seed(seed * 7919 + i), max_sample_tries=2000,
             )
         except ValueError as e:
             raise ValueError(f"target {target.name!r} ({target.describe()}): {e}") from None
+        searches.append(found)
+
+    out = []
+    for target, found in zip(targets, searches):
         best = found.best
+        if share_candidates:
+            best = fittest_within(scored, cost_fn_of(target), target.budget)
         measured = accuracy.evaluate(best) if isinstance(accuracy, SubNetAccuracy) else None
         out.append(Specialisation(
             target=target, subnet=best, macs=int(costs.macs(best)), params=int(costs.params(best)),
-            cost=float(found.best_cost),
-            val_accuracy=float(found.best_fitness if measured is None else measured.accuracy),
+            cost=float(cost_fn_of(target)(best)),
+            val_accuracy=float(scored[best] if measured is None else measured.accuracy),
             test_accuracy=None if test is None else float(test(best)), evaluated=found.evaluated,
-            val_loss=None if measured is None else float(measured.loss), fitness=float(found.best_fitness),
+            val_loss=None if measured is None else float(measured.loss), fitness=scored[best],
         ))
     return out
+
+
+def fittest_within(scored: Mapping[SubNetConfig, float], cost: Callable[[SubNetConfig], float],
+                   budget: float) -> SubNetConfig:
+    """The SubNet of highest score among ``scored`` whose ``cost`` is within ``budget``.
+
+    Ties go to the lower cost, then to the one scored first (``scored``'s order).
+
+    Raises:
+        ValueError: if no scored SubNet fits the budget.
+    """
+    best, best_key = None, None
+    for cfg, score in scored.items():
+        c = cost(cfg)
+        if c <= budget and (best_key is None or (-score, c) < best_key):
+            best, best_key = cfg, (-score, c)
+    if best is None:
+        raise ValueError(f"none of the {len(scored)} scored SubNets fits the budget {budget:g}")
+    return best
 
 
 def format_table(results: Sequence[Specialisation]) -> str:
