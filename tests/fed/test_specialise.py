@@ -46,6 +46,9 @@ def test_fittest_within_hand_computed():
     assert fittest_within(scored, cost, 1.0) == "a"  # within means <=
     with pytest.raises(ValueError, match=r"none of the 5 scored SubNets fits the budget 0\.5"):
         fittest_within(scored, cost, 0.5)
+    asked = []
+    fittest_within(scored, lambda c: asked.append(c) or cost(c), 9.9)
+    assert asked == ["d", "b", "c", "e"]  # by decreasing score; "a" (0.90) cannot beat c (0.95)
 
 
 def hashed_fitness(cfg):

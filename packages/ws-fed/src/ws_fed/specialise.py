@@ -258,16 +258,20 @@ def fittest_within(scored: Mapping[SubNetConfig, float], cost: Callable[[SubNetC
                    budget: float) -> SubNetConfig:
     """The SubNet of highest score among ``scored`` whose ``cost`` is within ``budget``.
 
-    Ties go to the lower cost, then to the one scored first (``scored``'s order).
+    Ties go to the lower cost, then to the one scored first (``scored``'s order). Costs are asked for
+    in order of decreasing score and only until the fittest feasible score is known, so a measured cost
+    (latency) is not measured for every candidate.
 
     Raises:
         ValueError: if no scored SubNet fits the budget.
     """
-    best, best_key = None, None
-    for cfg, score in scored.items():
+    best, best_cost, best_score = None, math.inf, -math.inf
+    for cfg, score in sorted(scored.items(), key=lambda kv: -kv[1]):  # stable: ties keep scored order
+        if best is not None and score < best_score:
+            break
         c = cost(cfg)
-        if c <= budget and (best_key is None or (-score, c) < best_key):
-            best, best_key = cfg, (-score, c)
+        if c <= budget and c < best_cost:
+            best, best_cost, best_score = cfg, c, score
     if best is None:
         raise ValueError(f"none of the {len(scored)} scored SubNets fits the budget {budget:g}")
     return best
