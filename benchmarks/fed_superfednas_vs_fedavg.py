@@ -106,7 +106,8 @@ def fedavg_run(cfg: FedConfig, num_clients: int, name: str, subnet) -> dict:
 def training_settings(cfg: FedConfig, num_clients: int) -> dict:
     """What determines a SuperFedNAS training (search settings excluded): a saved SuperNet is reused only if equal."""
     settings = cfg.to_run_config()
-    for key in ("search-population", "search-generations", "search-criterion", "target-macs", "output-dir"):
+    for key in ("search-population", "search-generations", "search-criterion", "search-share-candidates",
+                "target-macs", "output-dir"):
         settings.pop(key, None)
     return {"clients": num_clients, **settings}
 

@@ -94,3 +94,25 @@ def test_specialise_command_uses_the_checkpoints_seed(tmp_path, net, monkeypatch
     assert main(["specialise", str(ckpt), "--macs", "2e6"]) == 0
     assert main(["specialise", str(ckpt), "--macs", "2e6", "--seed", "5"]) == 0
     assert seen == [3, 5]
+
+
+def test_independent_searches_reach_the_search(tmp_path, net, digits, monkeypatch):
+    """``--independent-searches`` → ``search-share-candidates = false`` → ``specialise(share_candidates=False)``."""
+    import ws_fed.__main__ as cli
+    import ws_fed.federated as federated
+    from ws_core.checkpoint import save_checkpoint
+    from ws_fed import FedConfig
+
+    ckpt = tmp_path / "supernet.safetensors"
+    save_checkpoint(net, ckpt, extra={"model": "ws_ofa_mbv3_035_32", "image_size": 8, "seed": 0})
+    seen = []
+    monkeypatch.setattr(cli, "specialise_targets",
+                        lambda net, cfg, targets: seen.append(cfg.search_share_candidates) or [])
+    assert main(["specialise", str(ckpt), "--macs", "2e6"]) == 0
+    assert main(["specialise", str(ckpt), "--macs", "2e6", "--independent-searches"]) == 0
+    assert seen == [True, False]
+    passed = []
+    monkeypatch.setattr(federated, "specialise", lambda *a, **kw: passed.append(kw["share_candidates"]) or [])
+    for share in (True, False):
+        federated.specialise_targets(net, FedConfig(search_share_candidates=share), [], data=digits)
+    assert passed == [True, False]

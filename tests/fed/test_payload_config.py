@@ -64,6 +64,7 @@ def test_run_config_round_trip_and_kebab_keys():
     ({"target-macs": "1e6, fast"}, "'target-macs' must be comma-separated numbers"),
     ({"target-macs": "-5"}, "'target-macs' must hold positive finite numbers"),
     ({"weight-by-examples": "yes"}, "'weight-by-examples' must be true or false"),
+    ({"search-share-candidates": 1}, "'search-share-candidates' must be true or false, got 1"),
     ({"search-criterion": "f1"}, "'search-criterion' must be 'accuracy' or 'loss' or 'accuracy_then_loss', got 'f1'"),
 ])
 def test_run_config_rejects_bad_values(run_config, match):

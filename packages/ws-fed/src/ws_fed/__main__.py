@@ -32,7 +32,8 @@ def _specialise(args: argparse.Namespace) -> int:
     seed = int(extra.get("seed", 0)) if args.seed is None else args.seed
     cfg = FedConfig(model=extra.get("model", FedConfig.model), image_size=int(extra.get("image_size", 8)),
                     seed=seed, search_population=args.population, search_generations=args.generations,
-                    search_criterion=args.criterion, bn_batches=args.bn_batches)
+                    search_criterion=args.criterion, search_share_candidates=not args.independent_searches,
+                    bn_batches=args.bn_batches)
     net = build_supernet(cfg.model, cfg.image_size, seed=None)
     load_checkpoint(net, args.checkpoint)
     targets = [DeploymentTarget(f"macs<={m / 1e6:g}M", max_macs=m) for m in args.macs or []]
@@ -81,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     sp.add_argument("--generations", type=int, default=4)
     sp.add_argument("--criterion", choices=CRITERIA, default="accuracy",
                     help="how the search ranks SubNets on the validation split (loss: when accuracy saturates)")
+    sp.add_argument("--independent-searches", action="store_true",
+                    help="each target keeps its own search's winner (default: every SubNet scored for one "
+                         "target competes for every target it fits)")
     sp.add_argument("--bn-batches", type=int, default=4)
     sp.add_argument("--seed", type=int, default=None,
                     help="the run's seed, which fixes the validation/test split (default: the checkpoint's)")

@@ -68,6 +68,7 @@ class FedConfig:
     search_population: int = 16
     search_generations: int = 4
     search_criterion: str = "accuracy"
+    search_share_candidates: bool = True
     bn_batches: int = 4
     output_dir: str = ""
 
@@ -107,6 +108,7 @@ class FedConfig:
              "beta_decay_fraction", "in (0, 1]")
         need(isinstance(self.weight_by_examples, bool), "weight_by_examples", "true or false")
         need(isinstance(self.channels_last, bool), "channels_last", "true or false")
+        need(isinstance(self.search_share_candidates, bool), "search_share_candidates", "true or false")
         need(isinstance(self.output_dir, str), "output_dir", "a path (string)")
         need(self.search_criterion in CRITERIA, "search_criterion", " or ".join(repr(c) for c in CRITERIA))
         self.target_mac_budgets()  # parses or raises

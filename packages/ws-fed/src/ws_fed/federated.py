@@ -124,7 +124,8 @@ def specialise_targets(net: SuperNet, cfg: FedConfig, targets: Sequence[Deployme
     data = data if data is not None else load_digits(cfg.image_size, seed=cfg.seed)
     val_acc, test_acc = evaluators(net, data, cfg)
     return specialise(net, targets, val_acc, test=test_acc, population_size=cfg.search_population,
-                      generations=cfg.search_generations, seed=cfg.seed)
+                      generations=cfg.search_generations, seed=cfg.seed,
+                      share_candidates=cfg.search_share_candidates)
 
 
 def write_json(path: str | os.PathLike, payload: Any) -> Path:
