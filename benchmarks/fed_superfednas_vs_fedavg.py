@@ -15,6 +15,9 @@ engine; messages, aggregation and cost accounting are the same code as under ``f
    Targets that got the same SubNet share one (seeded, so identical) run; the cost is reported both
    per target (K trainings) and over the distinct SubNets only.
 
+Both methods train with the same client settings; by default the clients' learning rate follows a
+cosine schedule over the rounds (``--lr-schedule``; the server sends each round's value).
+
 Costs are measured, not estimated: client compute = Σ over accepted replies of 3 × forward MACs of the
 trained SubNet × samples processed (``ws_core.cost.CostModel``), and communication = bytes of the
 serialized arrays sent to and received from clients. Accuracy is on the held-out digits test split,
@@ -59,6 +62,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--local-epochs", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--lr-schedule", choices=("cosine", "linear", "constant"), default="cosine",
+                   help="the clients' lr over the rounds, annealed to --lr-final (both methods alike)")
+    p.add_argument("--lr-final", type=float, default=0.0)
     p.add_argument("--alpha", type=float, default=1.0, help="Dirichlet concentration of the label split")
     p.add_argument("--beta-initial", type=float, default=0.5,
                    help="MaxNet share of round 1, decaying to 1/K (SuperFedNAS: 0.9 over 1,200 of 1,500 rounds)")
@@ -82,7 +88,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def run_config(args: argparse.Namespace) -> FedConfig:
     return FedConfig(
         num_server_rounds=args.rounds, fraction_train=args.fraction, min_train_nodes=2, min_available_nodes=2,
-        local_epochs=args.local_epochs, batch_size=args.batch_size, lr=args.lr, partitioner="dirichlet",
+        local_epochs=args.local_epochs, batch_size=args.batch_size, lr=args.lr, lr_schedule=args.lr_schedule,
+        lr_final=args.lr_final, partitioner="dirichlet",
         dirichlet_alpha=args.alpha, beta_initial=args.beta_initial, seed=args.seed,
         search_population=args.search_population, search_generations=args.search_generations,
         search_criterion=args.search_criterion,
@@ -144,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     per_round = max(int(args.clients * args.fraction), cfg.min_train_nodes)
     print(f"# SuperFedNAS vs FedAvg-per-target: {cfg.model} on digits {cfg.image_size}x{cfg.image_size}, "
           f"{args.clients} clients (Dirichlet alpha={args.alpha:g}), {per_round} per round, {args.rounds} rounds, "
-          f"{args.local_epochs} local epoch(s), beta {args.beta_initial:g} -> 1/{per_round}, K={len(targets)} targets, "
+          f"{args.local_epochs} local epoch(s), lr {args.lr:g} ({args.lr_schedule}), "
+          f"beta {args.beta_initial:g} -> 1/{per_round}, K={len(targets)} targets, "
           f"search by validation {args.search_criterion}",
           flush=True)
     print(f"# SubNet MACs range {lo / 1e6:.3f}M .. {hi / 1e6:.3f}M; torch {torch.__version__}, "

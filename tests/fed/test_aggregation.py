@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from ws_fed.aggregation import SubNetUpdate, aggregate_overlapping, maxnet_beta, maxnet_weights
+from ws_fed.aggregation import SubNetUpdate, aggregate_overlapping, maxnet_beta, maxnet_weights, round_lr
 
 
 def upd(arrays, slices, weight=1.0):
@@ -127,6 +127,31 @@ def test_maxnet_beta_linear_and_constant():
 def test_maxnet_beta_rejects_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         maxnet_beta(**kwargs)
+
+
+def test_round_lr_cosine_linear_constant_hand_computed():
+    # T = 10 rounds: round r trains at progress (r - 1) / 10, as CosineAnnealingLR steps once per epoch
+    assert round_lr(1, 10, 0.1) == pytest.approx(0.1)
+    assert round_lr(6, 10, 0.1) == pytest.approx(0.05)                            # cos(pi/2) = 0
+    assert round_lr(10, 10, 0.1) == pytest.approx(0.05 * (1 + math.cos(0.9 * math.pi)))  # 0.00245: still trains
+    assert round_lr(10, 10, 0.1) > 0
+    assert round_lr(3, 10, 0.1, lr_final=0.02) == pytest.approx(0.02 + 0.08 * 0.5 * (1 + math.cos(0.2 * math.pi)))
+    assert round_lr(11, 10, 0.1, lr_final=0.02) == pytest.approx(0.02)             # after T: lr_final
+    assert round_lr(3, 10, 0.1, schedule="linear") == pytest.approx(0.08)
+    assert round_lr(9, 10, 0.1, schedule="constant") == 0.1
+    assert round_lr(1, 1, 0.1) == 0.1
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(server_round=0, num_rounds=10, lr=0.1), "server_round"),
+    (dict(server_round=1, num_rounds=0, lr=0.1), "num_rounds"),
+    (dict(server_round=1, num_rounds=5, lr=0.0), "lr must be a number > 0, got 0.0"),
+    (dict(server_round=1, num_rounds=5, lr=0.1, lr_final=0.2), r"lr_final must be a number in \[0, lr=0.1\], got 0.2"),
+    (dict(server_round=1, num_rounds=5, lr=0.1, schedule="step"), "schedule must be one of"),
+])
+def test_round_lr_rejects_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        round_lr(**kwargs)
 
 
 def test_maxnet_weights_hand_computed():

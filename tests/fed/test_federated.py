@@ -85,6 +85,52 @@ def test_client_app_rejects_a_mismatched_payload_and_missing_partition(net):
             client_app(msg, ctx)
 
 
+def test_clients_train_with_the_lr_the_server_anneals(net):
+    cfg = FedConfig(**{**TINY, "num_server_rounds": 3, "lr": 0.06, "lr_schedule": "linear", "lr_final": 0.0})
+    received: dict[int, set[float]] = {}
+
+    def recording(msg: Message, context: Context) -> Message:
+        received.setdefault(int(msg.content["config"]["server-round"]), set()).add(msg.content["config"]["lr"])
+        return client_app(msg, context)
+
+    with InProcessGrid(recording, num_nodes=3, run_config=cfg.to_run_config()) as grid:
+        run_federated(grid, cfg, net=net)
+    assert sorted(received) == [1, 2, 3] and all(len(lrs) == 1 for lrs in received.values())
+    assert [received[r].pop() for r in (1, 2, 3)] == pytest.approx([0.06, 0.04, 0.02])  # linear over T = 3
+
+
+def test_client_update_ignores_what_its_scratch_model_holds_outside_the_subnet(net):
+    """The ClientApp reuses one scratch SuperNet per thread; only the received slices may matter.
+    Everything else is set to NaN before the second call: any read of it would poison the reply."""
+    import torch
+
+    from ws_fed.task import scratch_supernet
+
+    cfg = FedConfig(**{**TINY, "local_steps": 2})
+    subnet = net.space.sample(torch.Generator().manual_seed(3))
+    arrays = subnet_arrays(net, subnet)
+
+    def train_reply(grid):
+        content = RecordDict({"arrays": ArrayRecord({k: Array(v) for k, v in arrays.items()}),
+                              "config": ConfigRecord({"subnet": subnet.to_json(), "server-round": 2, "lr": 0.05})})
+        msg = Message(content, dst_node_id=1001, message_type=MessageType.TRAIN)
+        out = client_app(msg, grid.context(1001))
+        return {k: a.numpy() for k, a in out.content["arrays"].items()}
+
+    with InProcessGrid(client_app, num_nodes=2, run_config=cfg.to_run_config()) as grid:
+        first = train_reply(grid)
+        scratch = scratch_supernet(cfg.model, cfg.image_size, cfg.seed, channels_last=cfg.channels_last)
+        with torch.no_grad():
+            for t in scratch.state_dict().values():
+                if t.is_floating_point():
+                    t.fill_(float("nan"))
+        second = train_reply(grid)
+    assert set(first) == set(second) == set(arrays)
+    for key in first:
+        np.testing.assert_array_equal(second[key], first[key], err_msg=key)
+    assert not np.array_equal(first["stem.conv.conv.weight"], arrays["stem.conv.conv.weight"])  # it trained
+
+
 def test_federated_evaluation_of_the_max_subnet(net):
     cfg = FedConfig(**{**TINY, "num_server_rounds": 1, "fraction_evaluate": 0.5})  # 2 of 3 nodes
     with InProcessGrid(client_app, num_nodes=3, run_config=cfg.to_run_config()) as grid:

@@ -64,6 +64,8 @@ def test_run_config_round_trip_and_kebab_keys():
     ({"target-macs": "1e6, fast"}, "'target-macs' must be comma-separated numbers"),
     ({"target-macs": "-5"}, "'target-macs' must hold positive finite numbers"),
     ({"weight-by-examples": "yes"}, "'weight-by-examples' must be true or false"),
+    ({"lr-schedule": "step"}, "'lr-schedule' must be 'constant', 'cosine' or 'linear', got 'step'"),
+    ({"lr": 0.1, "lr-final": 0.2}, r"'lr-final' must be a number in \[0, lr=0.1\], got 0.2"),
     ({"search-share-candidates": 1}, "'search-share-candidates' must be true or false, got 1"),
     ({"search-criterion": "f1"}, "'search-criterion' must be 'accuracy' or 'loss' or 'accuracy_then_loss', got 'f1'"),
 ])

@@ -253,6 +253,23 @@ def test_beta_decays_over_rounds(net, grid):
     assert betas == pytest.approx([0.9, (0.9 + 1 / 3) / 2, 1 / 3])
 
 
+def test_lr_schedule_sends_each_round_its_annealed_lr(net, grid):
+    strategy = make_strategy(net, lr_schedule="cosine", lr_final=0.01)
+    strategy.num_rounds = 4  # as start() sets it
+    sent = []
+    for rnd in range(1, 5):
+        msgs, _ = configure(strategy, net, grid, server_round=rnd)  # the train config says lr = 0.1
+        lrs = {m.content["config"]["lr"] for m in msgs.values()}
+        assert len(lrs) == 1  # every client of a round gets the same lr
+        sent.append(lrs.pop())
+    # cosine over T = 4 rounds: 0.01 + 0.09 * (1 + cos(pi * t / 4)) / 2 for t = 0..3
+    assert sent == pytest.approx([0.1, 0.01 + 0.045 * (1 + 2 ** -0.5), 0.055, 0.01 + 0.045 * (1 - 2 ** -0.5)])
+    constant = make_strategy(net)
+    constant.num_rounds = 4
+    msgs, _ = configure(constant, net, grid, server_round=3)
+    assert {m.content["config"]["lr"] for m in msgs.values()} == {0.1}  # the default sends lr unchanged
+
+
 def test_sampling_is_seeded_and_respects_fraction(net):
     with InProcessGrid(never_called, num_nodes=10) as g:
         picks = []
@@ -291,6 +308,10 @@ def test_strategy_rejects_bad_arguments(net):
         SuperFedNAS(net, fraction_train=0)
     with pytest.raises(ValueError, match=r"beta_initial must be in \(0, 1\]"):
         SuperFedNAS(net, beta_initial=1.5)
+    with pytest.raises(ValueError, match="lr_schedule must be 'cosine', 'linear' or 'constant', got 'step'"):
+        SuperFedNAS(net, lr_schedule="step")
+    with pytest.raises(ValueError, match=r"lr_final must be a number >= 0, got -0\.1"):
+        SuperFedNAS(net, lr_final=-0.1)
     with pytest.raises(TypeError, match=r"ws_core\.SuperNet"):
         SuperFedNAS(torch.nn.Linear(2, 2))
 

@@ -37,6 +37,7 @@ __all__ = [
     "aggregate_overlapping",
     "maxnet_beta",
     "maxnet_weights",
+    "round_lr",
 ]
 
 Slices = tuple[slice, ...]
@@ -155,12 +156,46 @@ def maxnet_beta(
         raise ValueError(f"beta_final must be in [0, 1], got {beta_final!r}")
     if schedule not in _SCHEDULES:
         raise ValueError(f"schedule must be one of {list(_SCHEDULES)}, got {schedule!r}")
+    return _anneal(beta_initial, beta_final, min(server_round - 1, decay_rounds) / decay_rounds, schedule)
+
+
+def _anneal(initial: float, final: float, progress: float, schedule: str) -> float:
+    """``initial`` → ``final`` at ``progress`` ∈ [0, 1]: cosine, linear or constant (stays ``initial``)."""
     if schedule == "constant":
-        return float(beta_initial)
-    a = beta_final / beta_initial
-    progress = min(server_round - 1, decay_rounds) / decay_rounds
+        return float(initial)
     decay = 0.5 * (1.0 + math.cos(math.pi * progress)) if schedule == "cosine" else 1.0 - progress
-    return float(beta_initial * ((1.0 - a) * decay + a))
+    return float(final + (initial - final) * decay)
+
+
+def round_lr(server_round: int, num_rounds: int, lr: float, lr_final: float = 0.0, schedule: str = "cosine") -> float:
+    """The clients' learning rate in round ``server_round`` of ``num_rounds`` (Flower rounds start at 1).
+
+    Annealed over the rounds as per-epoch schedules anneal over epochs (``CosineAnnealingLR`` with
+    ``T_max = num_rounds``): with ``t = server_round − 1`` and ``T = num_rounds``,
+
+    * cosine: ``lr_t = lr_final + (lr − lr_final) · ½(1 + cos(π · t / T))``;
+    * linear: ``lr_t = lr_final + (lr − lr_final) · (1 − t / T)``;
+    * constant: ``lr_t = lr``.
+
+    Round 1 trains at ``lr``; the last round at slightly above ``lr_final`` (it still trains).
+    Rounds past ``num_rounds`` stay at ``lr_final``. The server sends ``lr_t`` in each round's config.
+
+    Example::
+
+        >>> round_lr(1, 10, 0.1), round_lr(6, 10, 0.1), round_lr(11, 10, 0.1, 0.01)
+        (0.1, 0.05, 0.01)
+    """
+    if isinstance(server_round, bool) or not isinstance(server_round, int) or server_round < 1:
+        raise ValueError(f"server_round must be an int >= 1, got {server_round!r}")
+    if isinstance(num_rounds, bool) or not isinstance(num_rounds, int) or num_rounds < 1:
+        raise ValueError(f"num_rounds must be an int >= 1, got {num_rounds!r}")
+    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be a number > 0, got {lr!r}")
+    if not (isinstance(lr_final, (int, float)) and math.isfinite(lr_final) and 0 <= lr_final <= lr):
+        raise ValueError(f"lr_final must be a number in [0, lr={lr}], got {lr_final!r}")
+    if schedule not in _SCHEDULES:
+        raise ValueError(f"schedule must be one of {list(_SCHEDULES)}, got {schedule!r}")
+    return _anneal(lr, lr_final, min(server_round - 1, num_rounds) / num_rounds, schedule)
 
 
 def maxnet_weights(

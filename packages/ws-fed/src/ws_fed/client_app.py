@@ -26,8 +26,8 @@ from .task import (
     evaluate_subnet,
     load_digits,
     load_subnet_arrays,
-    local_supernet,
     make_loader,
+    scratch_supernet,
     subnet_arrays,
     train_subnet,
 )
@@ -59,7 +59,7 @@ def _received(msg: Message, context: Context):
     config = msg.content["config"]
     if "subnet" not in config:
         raise ValueError("the message's config has no 'subnet' (the SubNet to train, as JSON)")
-    net = local_supernet(run.model, run.image_size, run.seed, channels_last=run.channels_last)
+    net = scratch_supernet(run.model, run.image_size, run.seed, channels_last=run.channels_last)
     subnet = net.space.validate(SubNetConfig.from_json(str(config["subnet"])))
     load_subnet_arrays(net, subnet, {k: a.numpy() for k, a in msg.content["arrays"].items()})
     return run, partition_id, num_partitions, config, net, subnet

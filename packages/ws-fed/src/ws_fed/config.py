@@ -52,6 +52,8 @@ class FedConfig:
     local_steps: int = 0
     batch_size: int = 32
     lr: float = 0.05
+    lr_schedule: str = "constant"
+    lr_final: float = 0.0
     momentum: float = 0.9
     weight_decay: float = 0.0
     max_grad_norm: float = 10.0
@@ -98,6 +100,8 @@ class FedConfig:
         need(self.partitioner in ("iid", "dirichlet"), "partitioner", "'iid' or 'dirichlet'")
         need(is_num(self.dirichlet_alpha) and self.dirichlet_alpha > 0, "dirichlet_alpha", "a number > 0")
         need(is_num(self.lr) and self.lr > 0, "lr", "a number > 0")
+        need(self.lr_schedule in ("constant", "cosine", "linear"), "lr_schedule", "'constant', 'cosine' or 'linear'")
+        need(is_num(self.lr_final) and 0 <= self.lr_final <= self.lr, "lr_final", f"a number in [0, lr={self.lr}]")
         need(is_num(self.momentum) and 0 <= self.momentum < 1, "momentum", "in [0, 1)")
         need(is_num(self.weight_decay) and self.weight_decay >= 0, "weight_decay", "a number >= 0")
         need(is_num(self.max_grad_norm) and self.max_grad_norm >= 0, "max_grad_norm", "a number >= 0 (0 = off)")

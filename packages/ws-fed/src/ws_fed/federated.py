@@ -60,7 +60,7 @@ def make_strategy(net: SuperNet, cfg: FedConfig, subnet: Mapping[str, Any] | Sub
     common = dict(
         fraction_train=cfg.fraction_train, min_train_nodes=cfg.min_train_nodes,
         min_available_nodes=cfg.min_available_nodes, min_train_replies=cfg.min_train_replies,
-        fraction_evaluate=cfg.fraction_evaluate, seed=cfg.seed,
+        fraction_evaluate=cfg.fraction_evaluate, seed=cfg.seed, lr_schedule=cfg.lr_schedule, lr_final=cfg.lr_final,
     )
     if subnet is not None:
         return FedAvgSubNet(net, subnet, **common)

@@ -39,7 +39,7 @@ from flwr.supercore import log
 from ws_core import SubNetConfig, SuperNet
 from ws_core.cost import CostModel
 
-from .aggregation import SubNetUpdate, aggregate_overlapping, maxnet_beta, maxnet_weights
+from .aggregation import SubNetUpdate, aggregate_overlapping, maxnet_beta, maxnet_weights, round_lr
 from .payload import InvalidSubNetArrays, check_subnet_arrays, slice_arrays
 from .sandwich import StaticSubNet, SubNetAssignment, TrackingSandwich
 
@@ -104,6 +104,9 @@ class SuperFedNAS(FedAvg):
             (:func:`~ws_fed.aggregation.maxnet_beta`); ``beta_final=None`` is 1/K for K nodes per
             round, ``beta_decay_rounds=None`` is 0.8 × ``num_rounds`` of :meth:`start`.
         weight_by_num_examples: also weight each client by its share of examples (``num-examples``).
+        lr_schedule / lr_final: anneal the train config's ``"lr"`` over the rounds of :meth:`start`
+            (:func:`~ws_fed.aggregation.round_lr`: ``"cosine"``, ``"linear"``, or ``"constant"``, the
+            default, which sends the config's ``"lr"`` unchanged); each round's value is sent to its clients.
         seed: seeds node sampling and random SubNets (round ``r`` uses ``seed`` and ``r``).
 
     Example::
@@ -131,6 +134,8 @@ class SuperFedNAS(FedAvg):
         beta_decay_rounds: int | None = None,
         beta_schedule: str = "cosine",
         weight_by_num_examples: bool = False,
+        lr_schedule: str = "constant",
+        lr_final: float = 0.0,
         seed: int = 0,
         weighted_by_key: str = "num-examples",
         arrayrecord_key: str = "arrays",
@@ -149,6 +154,10 @@ class SuperFedNAS(FedAvg):
         if beta_decay_rounds is not None and (not isinstance(beta_decay_rounds, int) or beta_decay_rounds < 1):
             raise ValueError(f"beta_decay_rounds must be None or an int >= 1, got {beta_decay_rounds!r}")
         maxnet_beta(1, 1, beta_initial, 0.0 if beta_final is None else beta_final, beta_schedule)  # validates
+        if lr_schedule not in ("cosine", "linear", "constant"):
+            raise ValueError(f"lr_schedule must be 'cosine', 'linear' or 'constant', got {lr_schedule!r}")
+        if isinstance(lr_final, bool) or not isinstance(lr_final, (int, float)) or not 0 <= lr_final < math.inf:
+            raise ValueError(f"lr_final must be a number >= 0, got {lr_final!r}")
         super().__init__(
             fraction_train=fraction_train,
             fraction_evaluate=fraction_evaluate,
@@ -172,6 +181,8 @@ class SuperFedNAS(FedAvg):
         self.beta_decay_rounds = beta_decay_rounds
         self.beta_schedule = beta_schedule
         self.weight_by_num_examples = bool(weight_by_num_examples)
+        self.lr_schedule = lr_schedule
+        self.lr_final = float(lr_final)
         self.seed = int(seed)
         self.costs: list[RoundCost] = []
         self.num_rounds: int | None = None
@@ -197,9 +208,11 @@ class SuperFedNAS(FedAvg):
     def summary(self) -> None:
         super().summary()
         log(INFO, "\t└──> SuperFedNAS: assignment %s, min train replies %d, beta %.3f -> %s (%s), "
-            "weight by examples %s, seed %d", self.assignment, self.min_train_replies, self.beta_initial,
-            "1/K" if self.beta_final is None else f"{self.beta_final:.3f}", self.beta_schedule,
-            self.weight_by_num_examples, self.seed)
+            "weight by examples %s, lr schedule %s, seed %d", self.assignment, self.min_train_replies,
+            self.beta_initial, "1/K" if self.beta_final is None else f"{self.beta_final:.3f}", self.beta_schedule,
+            self.weight_by_num_examples,
+            self.lr_schedule if self.lr_schedule == "constant" else f"{self.lr_schedule} -> {self.lr_final:g}",
+            self.seed)
 
     # Helpers -------------------------------------------------------------------------------------
     def _check_global(self, arrays: ArrayRecord) -> dict[str, np.ndarray]:
@@ -262,13 +275,17 @@ class SuperFedNAS(FedAvg):
         plan: Mapping[Hashable, SubNetConfig] = self.assignment.assign(node_ids, generator)
         log(INFO, "configure_train: %d nodes, SubNets %s", len(node_ids),
             ", ".join(f"{self.subnet_macs(plan[n]) / 1e6:.2f}M MACs" for n in node_ids))
+        round_config = dict(config.items())
+        if self.lr_schedule != "constant" and "lr" in round_config:
+            round_config["lr"] = round_lr(server_round, max(self.num_rounds or 1, server_round),
+                                          float(round_config["lr"]), self.lr_final, self.lr_schedule)
         messages = []
         for node_id in node_ids:
             subnet = self.space.validate(plan[node_id])
             slices = self.subnet_slices(subnet)
             payload = slice_arrays(self._global, slices)
             record = ArrayRecord({k: Array(v) for k, v in payload.items()})
-            node_config = ConfigRecord(dict(config.items()))
+            node_config = ConfigRecord(dict(round_config))
             node_config["server-round"] = server_round
             node_config[SUBNET_KEY] = subnet.to_json()
             content = RecordDict({self.arrayrecord_key: record, self.configrecord_key: node_config})

@@ -4,7 +4,8 @@
   split into stratified train / validation / test sets; the train split is what clients partition.
 * :func:`build_supernet` — a ws-core SuperNet from timm's registry, for 1-channel inputs at
   ``image_size`` (its ``resolution`` dimension, so MACs are counted at the size actually used);
-  :func:`local_supernet` — a client's scratch copy of it, built once per process.
+  :func:`local_supernet` — a fresh copy of it; :func:`scratch_supernet` — the copy a ClientApp reuses
+  every round (one per thread).
 * :func:`load_subnet_arrays` / :func:`subnet_arrays` — write the received weight slices into a local
   SuperNet, read the trained ones back: a client *materialises* its SubNet by loading its slices into a
   local SuperNet and activating it (in place, ws-core's actuation), so only the SubNet's elements are
@@ -19,6 +20,7 @@ from __future__ import annotations
 import copy
 import functools
 import math
+import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -48,6 +50,7 @@ __all__ = [
     "load_subnet_arrays",
     "local_supernet",
     "make_loader",
+    "scratch_supernet",
     "subnet_arrays",
     "supernet_arrays",
     "train_subnet",
@@ -144,6 +147,28 @@ def local_supernet(model: str, image_size: int, seed: int | None, channels_last:
     """A fresh copy of :func:`build_supernet`'s SuperNet, built once per process (a client's scratch model:
     it only ever reads and trains the slices the server sent)."""
     return copy.deepcopy(_template_supernet(model, image_size, seed, channels_last))
+
+
+_scratch = threading.local()
+
+
+def scratch_supernet(model: str, image_size: int, seed: int | None, channels_last: bool = False) -> SuperNet:
+    """This thread's reusable copy of :func:`build_supernet`'s SuperNet: a ClientApp's scratch model.
+
+    A client loads the slices the server sent (:func:`load_subnet_arrays`), activates that SubNet and
+    trains it; nothing outside those slices is read, so what an earlier round left elsewhere in the
+    model cannot change the update (tested), and the per-round copy of the whole SuperNet is saved.
+    Use :func:`local_supernet` for a model of your own.
+    """
+    nets = getattr(_scratch, "nets", None)
+    if nets is None:
+        nets = _scratch.nets = {}
+    key = (model, image_size, seed, channels_last)
+    if key not in nets:
+        if len(nets) >= 4:
+            nets.clear()
+        nets[key] = local_supernet(model, image_size, seed, channels_last=channels_last)
+    return nets[key]
 
 
 @functools.lru_cache(maxsize=4)
