@@ -15,8 +15,8 @@ engine; messages, aggregation and cost accounting are the same code as under ``f
    Targets that got the same SubNet share one (seeded, so identical) run; the cost is reported both
    per target (K trainings) and over the distinct SubNets only.
 
-Both methods train with the same client settings; by default the clients' learning rate follows a
-cosine schedule over the rounds (``--lr-schedule``; the server sends each round's value).
+Both methods train with the same client settings (constant learning rate by default; ``--lr-schedule
+cosine`` anneals it over the rounds, the server sending each round's value).
 
 Costs are measured, not estimated: client compute = Σ over accepted replies of 3 × forward MACs of the
 trained SubNet × samples processed (``ws_core.cost.CostModel``), and communication = bytes of the
@@ -69,8 +69,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--local-epochs", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=0.05)
-    p.add_argument("--lr-schedule", choices=("cosine", "linear", "constant"), default="cosine",
-                   help="the clients' lr over the rounds, annealed to --lr-final (both methods alike)")
+    p.add_argument("--lr-schedule", choices=("cosine", "linear", "constant"), default="constant",
+                   help="the clients' lr over the rounds, annealed to --lr-final (both methods alike; "
+                        "cosine helps FedAvg more than SuperFedNAS here, see docs/benchmarks.md)")
     p.add_argument("--lr-final", type=float, default=0.0)
     p.add_argument("--alpha", type=float, default=1.0, help="Dirichlet concentration of the label split")
     p.add_argument("--beta-initial", type=float, default=0.5,
