@@ -291,6 +291,7 @@ def summarise(runs: list[dict]) -> dict:
     """
     if not runs:
         raise ValueError("summarise: no runs")
+
     def targets_of(run: dict) -> list[tuple[str, str]]:
         return [(s["target"], s["budget"]) for s in run["specialisation"]]
 
