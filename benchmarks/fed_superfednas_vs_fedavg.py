@@ -44,7 +44,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
-import os
 import platform
 import sys
 import time
@@ -56,7 +55,7 @@ from ws_core.checkpoint import CheckpointError, load_checkpoint, read_checkpoint
 from ws_core.cost import CostModel
 from ws_fed import DeploymentTarget, FedConfig, InProcessGrid, run_federated
 from ws_fed.client_app import app as client_app
-from ws_fed.federated import evaluators
+from ws_fed.federated import evaluators, write_json
 from ws_fed.specialise import CRITERIA, specialise
 from ws_fed.task import build_supernet, load_digits
 
@@ -356,13 +355,6 @@ def print_summary(summary: dict) -> None:
           f"{'met' if summary['goal_met_on_means'] else 'NOT met'} "
           f"(distinct SubNets only: {'met' if summary['goal_met_on_means_distinct'] else 'NOT met'}); "
           f"single runs meeting it: {summary['runs_meeting_goal']} of {n}")
-
-
-def write_json(path: str, payload: dict) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(payload, f, indent=1, default=str)
-    os.replace(tmp, path)
 
 
 def load_runs(paths: list[str]) -> list[dict]:

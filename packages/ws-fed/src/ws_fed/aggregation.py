@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = [
+    "SCHEDULES",
     "SubNetUpdate",
     "aggregate_overlapping",
     "maxnet_beta",
@@ -41,7 +42,8 @@ __all__ = [
 ]
 
 Slices = tuple[slice, ...]
-_SCHEDULES = ("cosine", "linear", "constant")
+SCHEDULES = ("cosine", "linear", "constant")
+"""The annealing shapes of :func:`maxnet_beta` and :func:`round_lr`."""
 
 
 @dataclass(frozen=True)
@@ -154,8 +156,8 @@ def maxnet_beta(
         raise ValueError(f"beta_initial must be in (0, 1], got {beta_initial!r}")
     if not 0.0 <= beta_final <= 1.0:
         raise ValueError(f"beta_final must be in [0, 1], got {beta_final!r}")
-    if schedule not in _SCHEDULES:
-        raise ValueError(f"schedule must be one of {list(_SCHEDULES)}, got {schedule!r}")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {list(SCHEDULES)}, got {schedule!r}")
     return _anneal(beta_initial, beta_final, min(server_round - 1, decay_rounds) / decay_rounds, schedule)
 
 
@@ -193,8 +195,8 @@ def round_lr(server_round: int, num_rounds: int, lr: float, lr_final: float = 0.
         raise ValueError(f"lr must be a number > 0, got {lr!r}")
     if not (isinstance(lr_final, (int, float)) and math.isfinite(lr_final) and 0 <= lr_final <= lr):
         raise ValueError(f"lr_final must be a number in [0, lr={lr}], got {lr_final!r}")
-    if schedule not in _SCHEDULES:
-        raise ValueError(f"schedule must be one of {list(_SCHEDULES)}, got {schedule!r}")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {list(SCHEDULES)}, got {schedule!r}")
     return _anneal(lr, lr_final, min(server_round - 1, num_rounds) / num_rounds, schedule)
 
 

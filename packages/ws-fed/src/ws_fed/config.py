@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from .aggregation import SCHEDULES
 from .specialise import CRITERIA
 
 __all__ = ["FedConfig"]
@@ -100,7 +101,7 @@ class FedConfig:
         need(self.partitioner in ("iid", "dirichlet"), "partitioner", "'iid' or 'dirichlet'")
         need(is_num(self.dirichlet_alpha) and self.dirichlet_alpha > 0, "dirichlet_alpha", "a number > 0")
         need(is_num(self.lr) and self.lr > 0, "lr", "a number > 0")
-        need(self.lr_schedule in ("constant", "cosine", "linear"), "lr_schedule", "'constant', 'cosine' or 'linear'")
+        need(self.lr_schedule in SCHEDULES, "lr_schedule", "'constant', 'cosine' or 'linear'")
         need(is_num(self.lr_final) and 0 <= self.lr_final <= self.lr, "lr_final", f"a number in [0, lr={self.lr}]")
         need(is_num(self.momentum) and 0 <= self.momentum < 1, "momentum", "in [0, 1)")
         need(is_num(self.weight_decay) and self.weight_decay >= 0, "weight_decay", "a number >= 0")

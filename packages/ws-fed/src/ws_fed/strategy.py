@@ -39,7 +39,7 @@ from flwr.supercore import log
 from ws_core import SubNetConfig, SuperNet
 from ws_core.cost import CostModel
 
-from .aggregation import SubNetUpdate, aggregate_overlapping, maxnet_beta, maxnet_weights, round_lr
+from .aggregation import SCHEDULES, SubNetUpdate, aggregate_overlapping, maxnet_beta, maxnet_weights, round_lr
 from .payload import InvalidSubNetArrays, check_subnet_arrays, slice_arrays
 from .sandwich import StaticSubNet, SubNetAssignment, TrackingSandwich
 
@@ -154,7 +154,7 @@ class SuperFedNAS(FedAvg):
         if beta_decay_rounds is not None and (not isinstance(beta_decay_rounds, int) or beta_decay_rounds < 1):
             raise ValueError(f"beta_decay_rounds must be None or an int >= 1, got {beta_decay_rounds!r}")
         maxnet_beta(1, 1, beta_initial, 0.0 if beta_final is None else beta_final, beta_schedule)  # validates
-        if lr_schedule not in ("cosine", "linear", "constant"):
+        if lr_schedule not in SCHEDULES:
             raise ValueError(f"lr_schedule must be 'cosine', 'linear' or 'constant', got {lr_schedule!r}")
         if isinstance(lr_final, bool) or not isinstance(lr_final, (int, float)) or not 0 <= lr_final < math.inf:
             raise ValueError(f"lr_final must be a number >= 0, got {lr_final!r}")
