@@ -8,6 +8,8 @@ Profile (accuracy ascending; latency in ms at batch 1..4):
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from ws_serve.policies import (
@@ -18,10 +20,11 @@ from ws_serve.policies import (
     MinCost,
     QueueState,
     SlackFit,
+    SlackFitPaper,
     make_policy,
     slackfit_buckets,
 )
-from ws_serve.profile import Profile
+from ws_serve.profile import Profile, superserve_paper_profile
 
 P = Profile(("s0", "s1", "s2"), (70.0, 75.0, 80.0), ((1, 2, 3, 4), (2, 4, 6, 8), (4, 8, 12, 16)))
 
@@ -47,8 +50,8 @@ def test_slackfit_buckets_hand_computed():
         slackfit_buckets(P, 1)
 
 
-def test_slackfit_online_rule():
-    policy = SlackFit(P, num_buckets=16)
+def test_slackfit_paper_online_rule():
+    policy = SlackFitPaper(P, num_buckets=16)
     assert policy.decide(q(9.5)) == Decision(1, 4)    # highest edge <= 9.5 is 9 -> (s1, 4)
     assert policy.decide(q(9.5, length=3)) == Decision(1, 3)  # batch capped by the queue
     assert policy.decide(q(16.0)) == Decision(2, 4)   # exactly on the last edge
@@ -103,24 +106,29 @@ def test_mincost_picks_the_cheapest_even_if_not_first():
 
 
 def test_decide_is_pure_and_validates():
-    policy = SlackFit(P, num_buckets=16)
+    policy = SlackFit(P)
     state = q(9.5)
     assert [policy.decide(state) for _ in range(3)] == [Decision(1, 4)] * 3
     with pytest.raises(ValueError, match=">= 1 query"):
         policy.decide(q(9.5, length=0))
     with pytest.raises(TypeError, match="Profile"):
         SlackFit({"not": "a profile"})  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="Profile"):
+        SlackFitPaper({"not": "a profile"})  # type: ignore[arg-type]
 
 
 def test_make_policy():
-    assert isinstance(make_policy("slackfit", P, num_buckets=8), SlackFit)
+    assert type(make_policy("slackfit", P)) is SlackFit
+    paper = make_policy("slackfit-paper", P, num_buckets=8)
+    assert type(paper) is SlackFitPaper and paper.describe() == "slackfit-paper(buckets=8)"
+    assert make_policy("slackfit", P).describe() == "slackfit"
     fixed = make_policy("fixed:2", P)
     assert isinstance(fixed, FixedSubNet) and fixed.subnet == 2
     assert make_policy("fixed:s1", P).subnet == 1
     numeric = Profile(("123456789012", "x"), (1.0, 2.0), ((1.0,), (2.0,)))  # an all-digit SubNet id
     assert make_policy("fixed:123456789012", numeric).subnet == 0
     assert make_policy("fixed:1", numeric).subnet == 1
-    with pytest.raises(ValueError, match="unknown policy"):
+    with pytest.raises(ValueError, match=r"unknown policy 'fastest'; allowed .*'slackfit', 'slackfit-paper'"):
         make_policy("fastest", P)
     with pytest.raises(ValueError, match="takes no"):
         make_policy("maxacc:1", P)
@@ -128,6 +136,90 @@ def test_make_policy():
 
 def test_flat_profile_has_one_bucket_value():
     p = Profile(("a",), (1.0,), ((5.0, 5.0),))
-    policy = SlackFit(p, num_buckets=4)
+    policy = SlackFitPaper(p, num_buckets=4)
     assert policy.decide(q(5.0)) == Decision(0, 2)
     assert policy.decide(q(4.0, length=5)) == Decision(0, 2)  # late: best effort
+
+
+def test_slackfit_hand_computed():
+    # fastest latency per batch size, min_s L(s, b): 1, 2, 3, 4 ms (s0)
+    policy = SlackFit(P)
+    assert policy.fastest_ms() == 1.0
+    # slack 9.5, 10 queued -> b <= 4; batch 4 fits (s0: 4 ms); at batch 4 s1 takes 8 <= 9.5, s2 16 -> (s1, 4)
+    assert policy.decide(q(9.5, length=10)) == Decision(1, 4)
+    # 3 queued: batch 3; s0 3, s1 6, s2 12 -> (s1, 3)
+    assert policy.decide(q(9.5, length=3)) == Decision(1, 3)
+    # 2 queued: batch 2; s2 takes 8 <= 9.5 -> (s2, 2)
+    assert policy.decide(q(9.5, length=2)) == Decision(2, 2)
+    # 1 queued: batch 1; s2 takes 4 -> (s2, 1).  SlackFitPaper gives (s1, 1): its bucket (edge 9) holds (s1, 4)
+    assert policy.decide(q(9.5, length=1)) == Decision(2, 1)
+    assert SlackFitPaper(P, num_buckets=16).decide(q(9.5, length=1)) == Decision(1, 1)
+    # slack 3.5, 4 queued: batch 4 needs 4 ms > 3.5 -> batch 3, only s0 (3 ms) -> (s0, 3)
+    assert policy.decide(q(3.5, length=4)) == Decision(0, 3)
+    # exactly on a latency: L(s2, 1) = 4 fits 4.0, not 3.99 (then s1: 2 ms)
+    assert policy.decide(q(4.0, length=1)) == Decision(2, 1)
+    assert policy.decide(q(3.99, length=1)) == Decision(1, 1)
+    # slack 1: only (s0, 1), whatever the queue
+    assert policy.decide(q(1.0, length=5)) == Decision(0, 1)
+    # slack 16 or more, long queue: (s2, 4)
+    assert policy.decide(q(16.0, length=100)) == Decision(2, 4)
+    assert policy.decide(q(100.0, length=4)) == Decision(2, 4)
+    # late (slack below 1 ms): best effort = the largest batch the queue allows, on the SubNet fastest there
+    assert policy.decide(q(0.5, length=3)) == Decision(0, 3)
+    assert policy.decide(q(-5.0, length=10)) == Decision(0, 4)
+
+
+def test_slackfit_ties_go_to_the_cheaper_subnet():
+    # b and c are equally accurate; c is cheaper at every batch size
+    p = Profile(("a", "b", "c"), (70.0, 75.0, 75.0), ((1.0, 2.0), (3.0, 6.0), (2.0, 5.0)))
+    policy = SlackFit(p)
+    assert policy.decide(q(6.0, length=2)) == Decision(2, 2)   # batch 2: a 2, b 6, c 5 all fit -> c
+    assert policy.decide(q(3.0, length=1)) == Decision(2, 1)   # batch 1: a 1, b 3, c 2 all fit -> c
+    assert policy.decide(q(2.5, length=2)) == Decision(0, 2)   # batch 2: only a (2 ms)
+
+
+def test_slackfit_with_latency_not_monotone_in_batch():
+    # min_s L(s, b) = 1, 5, 3: no binary search over batch sizes; the largest fitting batch is still found
+    p = Profile(("a",), (70.0,), ((1.0, 5.0, 3.0),))
+    policy = SlackFit(p)
+    assert policy.decide(q(4.0, length=3)) == Decision(0, 3)
+    assert policy.decide(q(4.0, length=2)) == Decision(0, 1)
+
+
+def test_slackfit_paper_example():
+    # SuperServe profile, one queued query with 20 ms of slack: the 80.16% SubNet (8.4 ms at batch 1)
+    p = superserve_paper_profile()
+    d = SlackFit(p).decide(q(20.0, length=1))
+    assert d == Decision(p.num_subnets - 1, 1)
+    assert p.accuracies[d.subnet] == pytest.approx(80.16) and p.latency(d.subnet, 1) == pytest.approx(8.397)
+    # the paper's rule as printed gives the 76.58% SubNet: its bucket is chosen for a batch larger than 1
+    paper = SlackFitPaper(p).decide(q(20.0, length=1))
+    assert paper == Decision(10, 1) and p.accuracies[paper.subnet] == pytest.approx(76.577)
+    # a long queue: batch 16, the most accurate SubNet that serves 16 within 20 ms
+    long = SlackFit(p).decide(q(20.0, length=40))
+    best = max(s for s in range(p.num_subnets) if p.latency(s, 16) <= 20.0)
+    assert long == Decision(best, 16) and p.latency(best + 1, 16) > 20.0
+
+
+def _reference(p: Profile, state: QueueState) -> Decision:
+    """The rule by exhaustive search: max (batch, accuracy, -latency, -index) over the fitting options."""
+    n = min(state.length, p.max_batch)
+    options = [(b, p.accuracies[s], -p.latency(s, b), -s) for s in range(p.num_subnets) for b in range(1, n + 1)
+               if p.latency(s, b) <= state.slack_ms]
+    if not options:
+        return Decision(min(range(p.num_subnets), key=lambda s: (p.latency(s, n), -p.accuracies[s], s)), n)
+    b, _, _, s = max(options)
+    return Decision(-s, b)
+
+
+def test_slackfit_matches_an_exhaustive_search():
+    rng = random.Random(0)
+    for _ in range(200):
+        subnets, batches = rng.randint(1, 6), rng.randint(1, 6)
+        accs = sorted(rng.choice((70.0, 72.0, 75.0, 80.0)) for _ in range(subnets))
+        rows = tuple(tuple(float(rng.randint(1, 20)) for _ in range(batches)) for _ in range(subnets))
+        p = Profile(tuple(f"s{i}" for i in range(subnets)), tuple(accs), rows)
+        policy = SlackFit(p)
+        for _ in range(20):
+            state = q(rng.choice((rng.uniform(-2, 25), float(rng.randint(0, 21)))), length=rng.randint(1, 8))
+            assert policy.decide(state) == _reference(p, state), (rows, accs, state)

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ws_serve.policies import FixedSubNet, MaxAcc, MinCost, SlackFit
+from ws_serve.policies import FixedSubNet, MaxAcc, MinCost, SlackFit, SlackFitPaper
 from ws_serve.profile import Profile, superserve_paper_profile
 from ws_serve.simulator import simulate
 from ws_serve.traces import bursty_trace
@@ -28,15 +28,30 @@ def test_single_worker_hand_computed():
 
 
 def test_two_workers_and_the_policy_choice():
-    # SlackFit, edges 2, 3, ..., 40 ms. Slack 30: the largest batch under 30 ms is 4, only lo serves 4 in
+    # SlackFitPaper, edges 2, 3, ..., 40 ms. Slack 30: the largest batch under 30 ms is 4, only lo serves 4 in
     # time (hi needs 40) -> lo, even for a single query. Slack 40: (hi, 4) fits -> hi.
-    r = simulate([0.0], SlackFit(TWO, num_buckets=39), num_workers=2, slo_ms=30)
+    r = simulate([0.0], SlackFitPaper(TWO, num_buckets=39), num_workers=2, slo_ms=30)
     assert r.subnet_queries == {"lo": 1} and r.mean_accuracy == 70.0
-    r = simulate([0.0], SlackFit(TWO, num_buckets=39), num_workers=2, slo_ms=40)
+    r = simulate([0.0], SlackFitPaper(TWO, num_buckets=39), num_workers=2, slo_ms=40)
     assert r.subnet_queries == {"hi": 1} and r.mean_accuracy == 80.0
+    # SlackFit sees one queued query: batch 1, and hi serves it in 10 <= 30 ms
+    r = simulate([0.0], SlackFit(TWO), num_workers=2, slo_ms=30)
+    assert r.subnet_queries == {"hi": 1} and r.mean_accuracy == 80.0
+    # four queries at t=0 on one worker, SLO 30 (work-conserving): q0 is alone when it arrives -> (hi, 1),
+    # done at 10 ms. Then q1..q3 have 20 ms of slack: batch 3 -> lo takes 4 ms, hi 30 -> (lo, 3)
+    r = simulate([0.0] * 4, SlackFit(TWO), num_workers=1, slo_ms=30)
+    assert r.subnet_queries == {"hi": 1, "lo": 3} and r.batches == 2 and r.met_slo == 4
     # MinCost always uses lo. Work-conserving: q0 starts alone at once, q1 and q2 then run as one batch
     r = simulate([0.0, 0.0, 0.0], MinCost(TWO), num_workers=1, slo_ms=30)
     assert r.subnet_queries == {"lo": 3} and r.met_slo == 3 and r.batches == 2
+
+
+def test_dispatch_overhead_is_taken_from_the_slack():
+    # one query, SLO 10 ms: hi takes 10 ms at batch 1 and fits exactly; with 1 ms of dispatch overhead the
+    # slack is 9 ms and only lo (2 ms) fits. The batch then ends at 1 + 2 = 3 ms, in time.
+    assert simulate([0.0], SlackFit(TWO), num_workers=1, slo_ms=10).subnet_queries == {"hi": 1}
+    r = simulate([0.0], SlackFit(TWO), num_workers=1, slo_ms=10, overhead_ms=1.0)
+    assert r.subnet_queries == {"lo": 1} and r.met_slo == 1
 
 
 def test_bounded_queue_rejects():
@@ -69,9 +84,10 @@ def test_paper_scale_slackfit_holds_where_accurate_fixed_subnets_collapse():
     p = superserve_paper_profile()
     trace = bursty_trace(1500, 5550, 8, duration_s=3, seed=0)
     slack = simulate(trace, SlackFit(p), 8, 36)
+    paper = simulate(trace, SlackFitPaper(p), 8, 36)
     fixed = simulate(trace, FixedSubNet(p, 14), 8, 36)  # a fixed SubNet more accurate than SlackFit's mean
     mincost = simulate(trace, MinCost(p), 8, 36)
     maxacc = simulate(trace, MaxAcc(p), 8, 36)
-    assert slack.slo_attainment >= 0.99
+    assert slack.slo_attainment >= 0.99 and paper.slo_attainment >= 0.99
     assert fixed.slo_attainment < 0.9 and maxacc.slo_attainment < 0.9
     assert slack.mean_accuracy > mincost.mean_accuracy + 2

@@ -5,29 +5,45 @@ answers :meth:`Policy.decide` — a pure function of a :class:`QueueState` — w
 and the global earliest-deadline-first queue is not empty. The same objects drive the live router
 and the discrete-event simulator.
 
-* :class:`SlackFit` — SuperServe's policy (§4.2). Offline: ``num_buckets`` evenly spaced latency
-  edges from the fastest entry of the profile, ``min_s L(s, 1)``, to the slowest,
-  ``max_s L(s, B_max)``; each edge keeps the (SubNet, batch) whose latency is at most the edge with
-  the **largest batch**, ties going to the higher accuracy. Online: the slack of the earliest
-  deadline picks the highest edge that is at most the slack (O(1): one division), and the batch is the
-  bucket's batch capped by the queue length.
+* :class:`SlackFit` (``slackfit``, the default) — SuperServe's SlackFit rule made queue-aware and
+  exact. With ``n = min(queued queries, B_max)`` and ``slack`` the earliest deadline's slack, the
+  options are the (SubNet ``s``, batch ``b``) with ``b <= n`` and ``L(s, b) <= slack``; it picks the
+  **largest batch** among them (drains the most of the queue), then the **most accurate** SubNet at
+  that batch, then the cheaper one (lower ``L(s, b)``, then lower index). One queued query is thus
+  served by the most accurate SubNet that fits the slack (on :func:`~ws_serve.profile.superserve_paper_profile`
+  with 20 ms of slack: the 80.16% SubNet, 8.4 ms at batch 1), while a long queue gets the paper's
+  low-accuracy/large-batch choice. Offline it sorts, per batch size, the SubNets by latency with the
+  best SubNet of every latency prefix; a decision is two binary searches, O(log B + log S).
+* :class:`SlackFitPaper` (``slackfit-paper``) — the paper's rule as printed (§4.2). Offline:
+  ``num_buckets`` evenly spaced latency edges from the fastest entry of the profile,
+  ``min_s L(s, 1)``, to the slowest, ``max_s L(s, B_max)``; each edge keeps the (SubNet, batch)
+  whose latency is at most the edge with the **largest batch**, ties going to the higher accuracy.
+  Online: the slack of the earliest deadline picks the highest edge that is at most the slack (O(1):
+  one division), and the batch is the bucket's batch capped by the queue length — so a short queue
+  gets a SubNet chosen for a batch it cannot fill.
 * :class:`MaxBatch` / :class:`MaxAcc` — the paper's in-system baselines (App. A.5).
 * :class:`FixedSubNet` — Clipper+/Clockwork-style: one static SubNet, dynamic batching to the slack.
 * :class:`MinCost` — INFaaS-style without an accuracy floor: always the cheapest SubNet.
 
 Decisions the paper leaves open, as implemented here:
 
-* **Bucket count**: ``num_buckets=100`` by default — the chosen latency is then within 1% of the
-  profile's latency range below the slack, and a decision is still a single division.
-* **Bucket membership**: a candidate only has to fit under the bucket's edge (the main text's rule),
-  not lie inside the bucket's range, so every bucket has a candidate.
+* **Bucket count** (``slackfit-paper``): ``num_buckets=100`` by default — the chosen latency is then
+  within 1% of the profile's latency range below the slack, and a decision is still a single division.
+* **Bucket membership** (``slackfit-paper``): a candidate only has to fit under the bucket's edge (the
+  main text's rule), not lie inside the bucket's range, so every bucket has a candidate.
+* **Batch vs accuracy** (``slackfit``): batch first, as in the paper's buckets. Accuracy first over the
+  same queue-feasible options is exactly :class:`MaxAcc` (when latency is non-decreasing in the batch
+  size, which :meth:`Profile.monotone` enforces), which cannot keep up under load.
 * **Slack below every option** (also for the baselines, relative to the fastest option *they* may
   use, :meth:`Policy.fastest_ms`): the router and simulator by default answer such queries at once
   with an explicit deadline error instead of occupying a worker (``late="drop"``); with
-  ``late="serve"`` the policy is still asked and answers best effort: its cheapest SubNet at the
-  largest batch, which drains the backlog fastest.
-* **Dispatch overhead**: policies see ``QueueState.now``; the router adds its measured dispatch
-  overhead to it, so the slack already accounts for it.
+  ``late="serve"`` the policy is still asked and answers best effort: the largest batch the queue
+  allows (``min(queued, B_max)``, which drains the backlog fastest) on the policy's cheapest SubNet
+  (``slackfit``: the SubNet fastest at that batch).
+* **Dispatch overhead**: the overhead of one dispatch (one batch sent to a worker: ``Router``'s
+  ``overhead_ms``, ``ws-serve run --overhead-ms``, ``simulate(overhead_ms=...)``) is added by the
+  caller to ``QueueState.now``, so ``slack = deadline - (now + overhead)`` and an option fits when
+  ``L(s, b) + overhead <= deadline - now``. Policies take no overhead of their own (it would count twice).
 * **No waiting to fill batches**: dispatch is work-conserving, as in the paper.
 """
 
@@ -50,6 +66,7 @@ __all__ = [
     "Policy",
     "QueueState",
     "SlackFit",
+    "SlackFitPaper",
     "make_policy",
     "slackfit_buckets",
 ]
@@ -144,20 +161,82 @@ def slackfit_buckets(profile: Profile, num_buckets: int) -> tuple[tuple[float, .
 
 
 class SlackFit(Policy):
-    """SuperServe's SlackFit: the earliest deadline's slack picks a latency bucket (see module doc).
+    """Queue-aware SlackFit (the default): the largest batch the queue and the slack allow, then the most
+    accurate SubNet that serves it within the slack (see module doc).
 
     Example::
 
         >>> from ws_serve.profile import Profile
         >>> p = Profile(("a", "b"), (70.0, 80.0), ((1.0, 2.0), (2.0, 4.0)))
-        >>> policy = SlackFit(p, num_buckets=4)   # edges 1, 2, 3, 4 ms
+        >>> policy = SlackFit(p)
+        >>> policy.decide(QueueState(now=0.0, head_deadline=0.0035, length=8))  # 3.5 ms: batch 2 -> only a
+        Decision(subnet=0, batch_size=2)
+        >>> policy.decide(QueueState(now=0.0, head_deadline=0.0035, length=1))  # one query: SubNet b fits at batch 1
+        Decision(subnet=1, batch_size=1)
+    """
+
+    name = "slackfit"
+
+    def __init__(self, profile: Profile) -> None:
+        super().__init__(profile)
+        p = profile
+        by_batch = [[p.latency(s, b) for s in range(p.num_subnets)] for b in range(1, p.max_batch + 1)]
+        # per batch size: SubNets by latency (ties: more accurate first), and the best SubNet of every prefix
+        self._order = tuple(tuple(sorted(range(p.num_subnets), key=lambda s, row=row: (row[s], -p.accuracies[s], s)))
+                            for row in by_batch)
+        self._sorted_ms = tuple(tuple(row[s] for s in order) for row, order in zip(by_batch, self._order))
+        best = []
+        for row, order in zip(by_batch, self._order):
+            prefix, top = [], order[0]
+            for s in order:
+                if (p.accuracies[s], -row[s], -s) > (p.accuracies[top], -row[top], -top):
+                    top = s
+                prefix.append(top)
+            best.append(tuple(prefix))
+        self._best = tuple(best)
+        self._fastest_by_batch = tuple(ms[0] for ms in self._sorted_ms)  # min_s L(s, b), b = 1..B_max
+        self._bisect_batch = all(a <= b for a, b in zip(self._fastest_by_batch, self._fastest_by_batch[1:]))
+        self._cheapest = self._order[0][0]
+
+    def fastest_ms(self) -> float:
+        """``min_s L(s, 1)`` when latency is non-decreasing in the batch size; else the fastest of any batch."""
+        return min(self._fastest_by_batch)
+
+    def best_effort(self, queue: QueueState) -> Decision:
+        """For a late head: the SubNet fastest at the largest batch the queue allows (drains fastest)."""
+        b = min(self.profile.max_batch, queue.length)
+        return Decision(self._order[b - 1][0], b)
+
+    def _batch(self, slack_ms: float, n: int) -> int:
+        """Largest ``b <= n`` that some SubNet serves within ``slack_ms`` (0 if none)."""
+        fastest = self._fastest_by_batch
+        if self._bisect_batch:
+            return bisect.bisect_right(fastest, slack_ms, 0, n)
+        return next((b for b in range(n, 0, -1) if fastest[b - 1] <= slack_ms), 0)
+
+    def _decide(self, queue: QueueState, slack_ms: float) -> Decision:
+        b = self._batch(slack_ms, min(self.profile.max_batch, queue.length))
+        if b == 0:
+            return self.best_effort(queue)
+        k = bisect.bisect_right(self._sorted_ms[b - 1], slack_ms) - 1
+        return Decision(self._best[b - 1][k], b)
+
+
+class SlackFitPaper(Policy):
+    """SuperServe's SlackFit as printed: the earliest deadline's slack picks a latency bucket (see module doc).
+
+    Example::
+
+        >>> from ws_serve.profile import Profile
+        >>> p = Profile(("a", "b"), (70.0, 80.0), ((1.0, 2.0), (2.0, 4.0)))
+        >>> policy = SlackFitPaper(p, num_buckets=4)   # edges 1, 2, 3, 4 ms
         >>> policy.decide(QueueState(now=0.0, head_deadline=0.0035, length=8))  # 3.5 ms: edge 3 -> (a, 2)
         Decision(subnet=0, batch_size=2)
         >>> policy.decide(QueueState(now=0.0, head_deadline=0.004, length=8))   # edge 4 -> (b, 2)
         Decision(subnet=1, batch_size=2)
     """
 
-    name = "slackfit"
+    name = "slackfit-paper"
 
     def __init__(self, profile: Profile, num_buckets: int = 100) -> None:
         super().__init__(profile)
@@ -182,7 +261,7 @@ class SlackFit(Policy):
         return Decision(entry.subnet, min(entry.batch_size, queue.length))
 
     def describe(self) -> str:
-        return f"slackfit(buckets={self.num_buckets})"
+        return f"slackfit-paper(buckets={self.num_buckets})"
 
 
 class MaxBatch(Policy):
@@ -259,6 +338,7 @@ class MinCost(FixedSubNet):
 
 POLICIES: dict[str, type[Policy]] = {
     "slackfit": SlackFit,
+    "slackfit-paper": SlackFitPaper,
     "maxbatch": MaxBatch,
     "maxacc": MaxAcc,
     "fixed": FixedSubNet,
@@ -267,7 +347,7 @@ POLICIES: dict[str, type[Policy]] = {
 
 
 def make_policy(name: str, profile: Profile, **kwargs) -> Policy:
-    """Build a policy by name (``slackfit``, ``maxbatch``, ``maxacc``, ``fixed``, ``mincost``).
+    """Build a policy by name (``slackfit``, ``slackfit-paper``, ``maxbatch``, ``maxacc``, ``fixed``, ``mincost``).
 
     ``fixed`` takes ``subnet`` (index or id); ``"fixed:<index or id>"`` is accepted as a shorthand.
     """
