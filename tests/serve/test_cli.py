@@ -93,14 +93,19 @@ def test_end_to_end_server_process(tmp_path):
     torch.manual_seed(0)
     ckpt = save_checkpoint(timm.create_model("ws_ofa_mbv3_035_32", num_classes=10), tmp_path / "net.safetensors")
     log = tmp_path / "server.log"
+    ready = tmp_path / "ready.json"
     cmd = [sys.executable, "-m", "ws_serve.cli", "run", "--checkpoint", str(ckpt), "--port", "0",
-           "--subnets", "3", "--max-batch", "2", "--profile-repeats", "1", "--workers", "2", "--slo-ms", "5000"]
+           "--subnets", "3", "--max-batch", "2", "--profile-repeats", "1", "--workers", "2", "--slo-ms", "5000",
+           "--grpc-port", "0", "--ready-file", str(ready)]
     env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", PYTHONUNBUFFERED="1")
     with open(log, "w") as f:
         proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
     try:
-        m = _wait_for(log, r"at http://127\.0\.0\.1:(\d+) with 2 worker", proc)
-        base = f"http://127.0.0.1:{m.group(1)}"
+        _wait_for(ready, r"\}", proc)
+        where = json.loads(ready.read_text())
+        assert where["pid"] == proc.pid and re.fullmatch(r"127\.0\.0\.1:\d+", where["grpc"])
+        assert f"at {where['http']} and gRPC {where['grpc']} with 2 worker" in log.read_text()
+        base = where["http"]
         with httpx.Client(base_url=base, timeout=60) as http:
             deadline = time.monotonic() + 60
             while http.get("/v2/health/ready").status_code != 200 and time.monotonic() < deadline:
@@ -125,6 +130,14 @@ def test_end_to_end_server_process(tmp_path):
             metrics = http.get("/metrics").text
             assert 'ws_serve_requests_total{outcome="ok"} 3.0' in metrics
             assert "ws_serve_queue_length 0.0" in metrics and "ws_serve_slo_attainment 1.0" in metrics
+        grpcclient = pytest.importorskip("tritonclient.grpc")
+        client = grpcclient.InferenceServerClient(where["grpc"])
+        inp = grpcclient.InferInput("input", [2, 3, 32, 32], "FP32")
+        inp.set_data_from_numpy(x)
+        result = client.infer("ws_ofa_mbv3_035_32", [inp], parameters={"slo_ms": 4000})
+        assert result.as_numpy("logits").shape == (2, 10)
+        assert result.get_response().parameters["subnet_id"].string_param in ids
+        client.close()
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -133,4 +146,10 @@ def test_end_to_end_server_process(tmp_path):
             proc.kill()
             raise
     assert proc.returncode == 0, log.read_text()
-    assert "ws-serve: stopped" in log.read_text()
+    assert "ws-serve: stopped" in log.read_text() and not ready.exists()  # the ready file goes with the server
+
+
+def test_run_checks_the_grpc_port(capsys):
+    with pytest.raises(SystemExit):
+        main(["run", "--model", "ws_ofa_mbv3_035_32", "--grpc-port", "70000"])
+    assert "--grpc-port must be in [0, 65535] (0: any free port), got 70000" in capsys.readouterr().err

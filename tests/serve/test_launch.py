@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import json
+import os
+
 import httpx
 import pytest
 import timm
 
 from ws_core.checkpoint import save_checkpoint
-from ws_serve.launch import server_process
+from ws_serve.launch import ServerEndpoints, read_ready_file, server_endpoints, server_process, write_ready_file
 
 
 def test_server_process_yields_a_ready_loopback_server_and_stops_it(tmp_path):
@@ -18,6 +21,27 @@ def test_server_process_yields_a_ready_loopback_server_and_stops_it(tmp_path):
     assert "ws-serve: stopped" in log.read_text()           # SIGTERM: graceful shutdown, not a kill
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{url}/v2/health/live", timeout=2)
+
+    # the addresses come from the ready file the server writes once it listens, gRPC included
+    grpcclient = pytest.importorskip("tritonclient.grpc")
+    with server_endpoints([*args, "--grpc-port", "0"], log) as ends:
+        assert ends.http.startswith("http://127.0.0.1:") and ends.grpc.startswith("127.0.0.1:")
+        assert ends.pid != os.getpid() and f"and gRPC {ends.grpc}" in log.read_text()
+        client = grpcclient.InferenceServerClient(ends.grpc)
+        assert client.is_server_ready() and client.is_model_ready("ws_ofa_mbv3_035_32")
+        client.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["net.safetensors", "net.safetensors.served.json", "serve.log", *[p.name for p in tmp_path.glob("*latency*")]])
+
+
+def test_ready_file_is_written_whole_and_read_back(tmp_path):
+    path = tmp_path / "ready.json"
+    assert read_ready_file(path) is None                    # not there yet: the launcher keeps waiting
+    ends = write_ready_file(path, "127.0.0.1", 8000, None)
+    assert json.loads(path.read_text()) == {"http": "http://127.0.0.1:8000", "grpc": None, "pid": os.getpid()}
+    assert read_ready_file(path) == ends == ServerEndpoints("http://127.0.0.1:8000", None, os.getpid())
+    assert write_ready_file(path, "::1", 8000, 8001).grpc == "[::1]:8001"
+    assert [p.name for p in tmp_path.iterdir()] == ["ready.json"]  # no temporary file left
 
 
 def test_server_process_that_exits_early_raises_with_its_log(tmp_path):

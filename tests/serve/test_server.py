@@ -217,3 +217,67 @@ def test_parse_infer_request_directly():
         parse_infer_request(head + raw[:8], len(head), info)
     nested = json.dumps({"inputs": [{"name": "input", "shape": [1, 2], "datatype": "FP32", "data": [[1, 2]]}]})
     assert parse_infer_request(nested.encode(), None, info).inputs.tolist() == [[1.0, 2.0]]
+
+
+def test_non_finite_input_gets_400_naming_the_input(live):
+    address, _, _ = live
+    url = f"http://{address}/v2/models/{MODEL}/infer"
+    x = _images(1)
+    x[0, 0, 0, :3] = [np.nan, np.inf, -np.inf]
+    with httpx.Client(timeout=30) as http:
+        # JSON: Python's json reads NaN / Infinity tokens; a number beyond FP32 becomes infinite
+        cases = [(x.ravel().tolist(), "1 NaN and 2 infinite"), ([1e39] + [0.0] * 3071, "0 NaN and 1 infinite")]
+        for data, got in cases:
+            body = json.dumps({"inputs": [{"name": "input", "shape": [1, 3, 32, 32], "datatype": "FP32",
+                                           "data": data}]})
+            r = http.post(url, content=body)
+            assert r.status_code == 400, r.text
+            assert r.json() == {"error": f"input 'input': values must be finite FP32 numbers (|x| <= 3.4e38), got "
+                                         f"{got} of 3072 values"}
+        inp = httpclient.InferInput("input", [1, 3, 32, 32], "FP32")
+        inp.set_data_from_numpy(x)  # binary tensor data
+        with pytest.raises(httpclient.InferenceServerException, match="1 NaN and 2 infinite"):
+            httpclient.InferenceServerClient(address).infer(MODEL, [inp])
+
+
+class NaNWorker(Worker):
+    async def infer(self, x, subnet):
+        return torch.full((x.shape[0], 10), float("nan"))
+
+
+def test_non_finite_outputs_are_encoded_validly_or_refused(deployment, serve_in_thread):
+    served = deployment.served
+    profile = Profile(tuple(served.ids), tuple(s.accuracy for s in served), ((1.0, 1.0),) * len(served))
+    router = Router([NaNWorker("nan")], FixedSubNet(profile, 0))
+    app = create_app(router, ModelInfo(MODEL, (3, 32, 32), 10, 2, served), default_slo_ms=60_000)
+    body = {"inputs": [{"name": "input", "shape": [1, 3, 32, 32], "datatype": "FP32", "data": [0.0] * 3072}]}
+    with serve_in_thread(app) as address, httpx.Client(base_url=f"http://{address}", timeout=30) as http:
+        r = http.post(f"/v2/models/{MODEL}/infer", json=body)   # JSON cannot carry NaN: a 400, not a 500
+        assert r.status_code == 400 and "non-finite outputs" in r.json()["error"]
+        binary = dict(body, parameters={"binary_data_output": True})
+        r = http.post(f"/v2/models/{MODEL}/infer", json=binary)  # raw FP32 carries them
+        assert r.status_code == 200
+        head = int(r.headers["inference-header-content-length"])
+        assert np.isnan(np.frombuffer(r.content[head:], dtype="<f4")).all()
+
+
+def test_unknown_routes_and_methods_answer_in_the_protocol_form(live):
+    address, _, _ = live
+    with httpx.Client(base_url=f"http://{address}", timeout=30) as http:
+        r = http.get("/v1/models")
+        assert r.status_code == 404 and list(r.json()) == ["error"] and "no endpoint '/v1/models'" in r.json()["error"]
+        r = http.get(f"/v2/models/{MODEL}/infer")
+        assert r.status_code == 405 and r.headers["allow"] == "POST"
+        assert r.json() == {"error": f"method GET is not allowed on '/v2/models/{MODEL}/infer'; allowed: POST"}
+        r = http.post("/v2/health/live")
+        assert r.status_code == 405 and list(r.json()) == ["error"]
+
+
+def test_response_parameters_split_the_server_time(live):
+    address, _, _ = live
+    body = {"inputs": [{"name": "input", "shape": [1, 3, 32, 32], "datatype": "FP32", "data": [0.0] * 3072}]}
+    params = httpx.post(f"http://{address}/v2/models/{MODEL}/infer", json=body, timeout=30).json()["parameters"]
+    assert params["compute_ms"] > 0 and params["overhead_ms"] > 0 and params["queue_ms"] >= 0
+    assert params["latency_ms"] >= params["compute_ms"]
+    text = httpx.get(f"http://{address}/metrics").text
+    assert 'ws_serve_request_overhead_seconds_count{transport="http"}' in text

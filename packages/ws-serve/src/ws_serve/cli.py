@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import signal
 import socket
@@ -95,9 +96,28 @@ def _serve(args: argparse.Namespace) -> None:
     sock.bind((args.host, args.port))
     sock.listen(2048)  # connections wait in the backlog until the server accepts them
     host, port = sock.getsockname()[:2]
-    served = ", ".join(f"{s.id} (acc {s.accuracy:.4g})" for s in dep.served)
-    print(f"ws-serve: serving {dep.model.name} at http://{host}:{port} with {len(workers)} worker(s), policy "
-          f"{router.policy.describe()}, default SLO {args.slo_ms:g} ms; SubNets: {served}", flush=True)
+
+    @contextlib.asynccontextmanager
+    async def endpoints():  # entered in the server's event loop once the router runs
+        async with contextlib.AsyncExitStack() as stack:
+            grpc_port = None
+            if args.grpc_port is not None:
+                from .grpc_server import grpc_service
+
+                grpc_port = await stack.enter_async_context(grpc_service(
+                    router, dep.model, args.host, args.grpc_port, grace_s=args.graceful_timeout, **app.state.limits))
+            served = ", ".join(f"{s.id} (acc {s.accuracy:.4g})" for s in dep.served)
+            grpc = "" if grpc_port is None else f" and gRPC {host}:{grpc_port}"
+            print(f"ws-serve: serving {dep.model.name} at http://{host}:{port}{grpc} with {len(workers)} worker(s), "
+                  f"policy {router.policy.describe()}, default SLO {args.slo_ms:g} ms; SubNets: {served}", flush=True)
+            if args.ready_file:
+                from .launch import write_ready_file
+
+                write_ready_file(args.ready_file, host, port, grpc_port)
+                stack.callback(Path(args.ready_file).unlink, missing_ok=True)
+            yield
+
+    app.state.services.append(endpoints)
     server = uvicorn.Server(uvicorn.Config(app, log_level=args.log_level, access_log=False, lifespan="on",
                                            ws="none", timeout_graceful_shutdown=args.graceful_timeout))
     server.run(sockets=[sock])
@@ -255,6 +275,9 @@ def main(argv: list[str] | None = None) -> int:
     _add_model_args(run)
     run.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
     run.add_argument("--port", type=int, default=8000, help="port (0: any free port, printed at start)")
+    run.add_argument("--grpc-port", type=int, help="also serve the protocol over gRPC on this port of --host "
+                     "(0: any free port; default: HTTP only)")
+    run.add_argument("--ready-file", help="once listening, write JSON {http, grpc, pid} here (atomically)")
     run.add_argument("--policy", default="slackfit", help="slackfit, maxbatch, maxacc, mincost or fixed:<subnet>")
     run.add_argument("--workers", type=_positive(int), default=1, help="workers (CPU threads, GPUs or Ray actors)")
     run.add_argument("--backend", default="eager", choices=["eager", "compile", "cudagraphs", "tensorrt"])
@@ -309,6 +332,13 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"run: --policy must be one of {sorted(POLICIES)} (or fixed:<subnet>), got {args.policy!r}")
     handler = {"run": _run, "profile": _profile, "simulate": _simulate, "replay": _replay, "trace": _trace}
     return handler[args.command](args)
+        if args.grpc_port is not None:
+            import importlib.util
+
+            if not 0 <= args.grpc_port <= 65535:
+                parser.error(f"run: --grpc-port must be in [0, 65535] (0: any free port), got {args.grpc_port}")
+            if importlib.util.find_spec("grpc") is None or importlib.util.find_spec("tritonclient") is None:
+                parser.error("run: --grpc-port needs grpcio and tritonclient[grpc]: pip install 'ws-serve[grpc]'")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,13 @@ metric                                 type       meaning
 ``ws_serve_queue_time_seconds``        histogram  arrival to dispatch, served requests
 ``ws_serve_inference_seconds{subnet}`` histogram  batch forward time per SubNet
 ``ws_serve_batch_size``                histogram  queries per dispatched batch
+``ws_serve_request_overhead_seconds``  histogram  served requests: receive to respond minus queueing
+``{transport}``                                   and the batch's run on its worker (``http``, ``grpc``)
 =====================================  =========  ==================================================
+
+The queueing and forward parts of a request are ``ws_serve_queue_time_seconds`` and
+``ws_serve_inference_seconds``; each response also carries its own ``queue_ms``, ``compute_ms`` and
+``overhead_ms``.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 __all__ = ["OUTCOMES", "ServeMetrics"]
 
 OUTCOMES = ("ok", "late", "deadline_exceeded", "overloaded", "worker_failed", "error", "shutdown")
+_OVERHEAD_BUCKETS = (5e-5, 1e-4, 2e-4, 3e-4, 4e-4, 5e-4, 7.5e-4, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.01, 0.025,
+                     0.05, 0.1)
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.036, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
@@ -53,6 +61,9 @@ class ServeMetrics:
                                    buckets=_LATENCY_BUCKETS, registry=r)
         self.batch_size = Histogram("ws_serve_batch_size", "Queries per dispatched batch",
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=r)
+        self.overhead = Histogram("ws_serve_request_overhead_seconds",
+                                  "Receive to respond minus queueing and the forward, served requests",
+                                  ["transport"], buckets=_OVERHEAD_BUCKETS, registry=r)
         for outcome in OUTCOMES:
             self.requests.labels(outcome)
         self._lock = threading.Lock()
@@ -81,6 +92,9 @@ class ServeMetrics:
     def batch(self, subnet: str, size: int, seconds: float) -> None:
         self.batch_size.observe(size)
         self.inference.labels(subnet).observe(seconds)
+
+    def request_overhead(self, transport: str, seconds: float) -> None:
+        self.overhead.labels(transport).observe(seconds)
 
     def render(self) -> bytes:
         """The exposition text (``text/plain; version=0.0.4``)."""

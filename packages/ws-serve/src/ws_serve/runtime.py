@@ -158,7 +158,8 @@ class LocalWorker(Worker):
 
 @dataclass(frozen=True)
 class InferenceResult:
-    """The answer to one query."""
+    """The answer to one query: ``queue_ms`` is arrival to dispatch, ``compute_ms`` the batch's run on its
+    worker (hand-over to the worker thread and back included), ``latency_ms`` arrival to result."""
 
     outputs: Tensor
     subnet: str
@@ -168,6 +169,7 @@ class InferenceResult:
     slo_ms: float
     queue_ms: float
     latency_ms: float
+    compute_ms: float = 0.0
 
     @property
     def met_slo(self) -> bool:
@@ -380,7 +382,7 @@ class Router:
                 continue
             latency_ms = (done - q.arrival) * 1e3
             result = InferenceResult(out, sid, accuracy, int(x.shape[0]), worker.name, q.slo_ms,
-                                     (dispatched - q.arrival) * 1e3, latency_ms)
+                                     (dispatched - q.arrival) * 1e3, latency_ms, (done - t0) * 1e3)
             q.future.set_result(result)
             self.metrics.served(sid, latency_ms / 1e3, result.queue_ms / 1e3)
             self.metrics.finished("ok" if done <= q.deadline else "late", accuracy=accuracy)

@@ -17,12 +17,17 @@ Requests may carry tensors as JSON ``data`` or with the binary tensor data exten
 (``Inference-Header-Content-Length``; what tritonclient sends by default); outputs come back in the
 form asked for (``binary_data_output`` / per-output ``binary_data``). The request parameter
 ``slo_ms`` sets the query's latency SLO (default: the server's). The response's ``parameters`` say
-which SubNet served it (``subnet_id``), its profiled ``accuracy``, the batch it ran in, the queueing
-and total latency and whether the SLO was met.
+which SubNet served it (``subnet_id``), its profiled ``accuracy``, the batch it ran in, whether the SLO
+was met, and where the server's time went: ``queue_ms`` (arrival to dispatch), ``compute_ms`` (the
+batch's run on its worker), ``overhead_ms`` (the rest: transport, parsing, scheduling) and
+``latency_ms`` (arrival to result). The gRPC endpoint (:mod:`ws_serve.grpc_server`) checks requests
+with the same :func:`validate_infer_request` and answers with the same parameters.
 
-Bad input — malformed JSON, wrong input name, shape or datatype, an unknown model or version, a body
-over the size limit — gets a 4xx with ``{"error": "..."}`` naming what was allowed and what was
-received; the server keeps serving. Overload answers 503, a missed deadline 504.
+Bad input — malformed JSON, wrong input name, shape or datatype, NaN or infinite values, an unknown
+model, version or endpoint, a body over the size limit — gets a 4xx with ``{"error": "..."}`` naming
+what was allowed and what was received; the server keeps serving. Overload answers 503, a missed
+deadline 504. Every body is strict JSON (never ``NaN``): outputs that are not finite go out as binary
+tensor data, or, asked for as JSON, get a 400.
 """
 
 from __future__ import annotations
@@ -38,13 +43,27 @@ from typing import Any
 import numpy as np
 import torch
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .profile import ServedSet
-from .runtime import Router, ServeError
+from .runtime import InferenceResult, Router, ServeError
 
-__all__ = ["BadRequest", "ModelInfo", "ParsedRequest", "create_app", "parse_infer_request"]
+__all__ = [
+    "BadRequest",
+    "ModelInfo",
+    "ParsedRequest",
+    "check_model",
+    "create_app",
+    "infer_response_parameters",
+    "parse_infer_request",
+    "run_infer",
+    "server_metadata_dict",
+    "server_overhead_ms",
+    "validate_infer_request",
+]
 
 _VERSION = "0.1.0"
 
@@ -95,25 +114,44 @@ class ParsedRequest:
     binary_output: bool
 
 
+def _got(value: Any, limit: int = 80) -> str:
+    """``repr(value)``, cut to ``limit`` characters (error messages echo what hostile clients sent)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}...({len(text)} characters)"
+
+
 def _number(value: Any, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise BadRequest(f"{what} must be a finite number, got {value!r}")
+        raise BadRequest(f"{what} must be a finite number, got {_got(value)}")
     return float(value)
 
 
-def parse_infer_request(body: bytes, header_length: int | None, model: ModelInfo) -> ParsedRequest:
-    """Validate a v2 infer request (JSON, optionally followed by binary tensor data); raise :class:`BadRequest`."""
-    if header_length is not None:
-        if not 0 <= header_length <= len(body):
-            raise BadRequest(f"Inference-Header-Content-Length must be in [0, {len(body)}] (the body size), "
-                             f"got {header_length}")
-        head, binary = body[:header_length], body[header_length:]
-    else:
-        head, binary = body, b""
-    try:
-        req = json.loads(head)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise BadRequest(f"malformed JSON request body: {e}") from None
+def _finite(array: np.ndarray, name: str) -> np.ndarray:
+    finite = np.isfinite(array)
+    if not finite.all():
+        nan = int(np.isnan(array).sum())
+        raise BadRequest(f"input {name!r}: values must be finite FP32 numbers (|x| <= 3.4e38), got {nan} NaN and "
+                         f"{array.size - int(finite.sum()) - nan} infinite of {array.size} values")
+    return array
+
+
+def check_model(model: ModelInfo, name: str, version: str | None = None) -> None:
+    """Raise :class:`BadRequest` (404) unless ``name`` (and ``version``; ``None``: the latest) is served."""
+    if name != model.name:
+        raise BadRequest(f"unknown model {_got(name)}; available: [{model.name!r}]", 404)
+    if version is not None and version != model.version:
+        raise BadRequest(f"unknown version {_got(version)} of model {name!r}; available: [{model.version!r}]", 404)
+
+
+def validate_infer_request(req: Any, model: ModelInfo, *, binary: bytes = b"",
+                           raw: bytes | None = None) -> ParsedRequest:
+    """The checks of a v2 infer request, the same for every transport; raise :class:`BadRequest`.
+
+    ``req`` is the request in its JSON form (``inputs``, ``outputs``, ``parameters``, ``id``): the HTTP
+    body, or a gRPC ``ModelInferRequest`` converted field by field. Tensor data is the input's ``data``
+    (JSON numbers, nested or flat; gRPC ``contents``), ``binary`` with the input's ``binary_data_size``
+    parameter (HTTP binary tensor data extension), or ``raw`` (gRPC ``raw_input_contents``).
+    """
     if not isinstance(req, dict):
         raise BadRequest(f"the request body must be a JSON object, got {type(req).__name__}")
     params = req.get("parameters") or {}
@@ -126,40 +164,51 @@ def parse_infer_request(body: bytes, header_length: int | None, model: ModelInfo
     inp = inputs[0]
     if not isinstance(inp, dict):
         raise BadRequest("each input must be an object with name, shape, datatype and data")
-    if inp.get("name") != model.input_name:
-        raise BadRequest(f"unknown input {inp.get('name')!r}; the model's input is {model.input_name!r}")
+    name = model.input_name
+    if inp.get("name") != name:
+        raise BadRequest(f"unknown input {_got(inp.get('name'))}; the model's input is {name!r}")
     if inp.get("datatype") != "FP32":
-        raise BadRequest(f"input {model.input_name!r}: datatype must be FP32, got {inp.get('datatype')!r}")
+        raise BadRequest(f"input {name!r}: datatype must be FP32, got {_got(inp.get('datatype'))}")
     shape = inp.get("shape")
     if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
-        raise BadRequest(f"input {model.input_name!r}: shape must be a list of integers, got {shape!r}")
+        raise BadRequest(f"input {name!r}: shape must be a list of integers, got {_got(shape)}")
     expected = [-1, *model.sample_shape]
     if len(shape) != len(expected) or list(shape[1:]) != list(model.sample_shape):
-        raise BadRequest(f"input {model.input_name!r}: shape must be {expected} (batch first), got {shape}")
+        raise BadRequest(f"input {name!r}: shape must be {expected} (batch first), got {_got(shape)}")
     if not 1 <= shape[0] <= model.max_batch:
-        raise BadRequest(f"input {model.input_name!r}: batch size must be in [1, {model.max_batch}], got {shape[0]}")
+        raise BadRequest(f"input {name!r}: batch size must be in [1, {model.max_batch}], got {shape[0]}")
     count = math.prod(shape)
     in_params = inp.get("parameters") or {}
     if not isinstance(in_params, dict):
-        raise BadRequest(f"input {model.input_name!r}: 'parameters' must be an object")
-    if "binary_data_size" in in_params:
+        raise BadRequest(f"input {name!r}: 'parameters' must be an object, got {type(in_params).__name__}")
+    if raw is not None:
+        if inp.get("data") is not None:
+            raise BadRequest(f"input {name!r}: give its data either as contents or as raw_input_contents, not both")
+        if len(raw) != count * 4:
+            raise BadRequest(f"input {name!r}: shape {shape} needs {count * 4} bytes of raw FP32 data "
+                             f"({count} values), got {len(raw)} bytes")
+        array = np.frombuffer(raw, dtype="<f4").reshape(shape)
+    elif "binary_data_size" in in_params:
         size = in_params["binary_data_size"]
         if not isinstance(size, int) or size != count * 4 or size > len(binary):
-            raise BadRequest(f"input {model.input_name!r}: binary_data_size must be {count * 4} bytes "
-                             f"({count} FP32 values) and present after the JSON header; got {size!r} with "
+            raise BadRequest(f"input {name!r}: binary_data_size must be {count * 4} bytes "
+                             f"({count} FP32 values) and present after the JSON header; got {_got(size)} with "
                              f"{len(binary)} binary bytes")
         array = np.frombuffer(binary[:size], dtype="<f4").reshape(shape)
     else:
         data = inp.get("data")
         if data is None:
-            raise BadRequest(f"input {model.input_name!r}: needs 'data' or the binary_data_size parameter")
+            raise BadRequest(f"input {name!r}: no tensor data; give 'data' (gRPC: contents), binary data "
+                             f"(the binary_data_size parameter) or raw_input_contents")
         try:
-            array = np.asarray(data, dtype=np.float32)
-        except (ValueError, TypeError):
-            raise BadRequest(f"input {model.input_name!r}: data must be numbers (FP32), nested or flat") from None
+            with np.errstate(over="ignore"):  # numbers beyond FP32 become inf, rejected below by name
+                array = np.asarray(data, dtype=np.float32)
+        except (ValueError, TypeError, OverflowError):
+            raise BadRequest(f"input {name!r}: data must be numbers (FP32), nested or flat") from None
         if array.size != count:
-            raise BadRequest(f"input {model.input_name!r}: shape {shape} needs {count} values, data has {array.size}")
+            raise BadRequest(f"input {name!r}: shape {shape} needs {count} values, data has {array.size}")
         array = array.reshape(shape)
+    _finite(array, name)
     slo = params.get("slo_ms")
     if slo is not None:
         slo = _number(slo, "parameter 'slo_ms'")
@@ -169,20 +218,48 @@ def parse_infer_request(body: bytes, header_length: int | None, model: ModelInfo
     outputs = req.get("outputs")
     if outputs is not None:
         if not isinstance(outputs, list):
-            raise BadRequest("'outputs' must be a list")
+            raise BadRequest(f"'outputs' must be a list, got {type(outputs).__name__}")
         for out in outputs:
-            name = out.get("name") if isinstance(out, dict) else None
-            if name != model.output_name:
-                raise BadRequest(f"unknown output {name!r}; the model's output is {model.output_name!r}")
-            binary_output = bool((out.get("parameters") or {}).get("binary_data", binary_output))
+            out_name = out.get("name") if isinstance(out, dict) else None
+            if out_name != model.output_name:
+                raise BadRequest(f"unknown output {_got(out_name)}; the model's output is {model.output_name!r}")
+            out_params = out.get("parameters") or {}
+            if not isinstance(out_params, dict):
+                raise BadRequest(f"output {out_name!r}: 'parameters' must be an object, got "
+                                 f"{type(out_params).__name__}")
+            binary_output = bool(out_params.get("binary_data", binary_output))
     request_id = req.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise BadRequest(f"'id' must be a string, got {type(request_id).__name__}")
     return ParsedRequest(torch.from_numpy(array.copy()), slo, request_id, binary_output)
 
 
-def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
+def parse_infer_request(body: bytes, header_length: int | None, model: ModelInfo) -> ParsedRequest:
+    """Validate an HTTP v2 infer body (JSON, optionally followed by binary tensor data); raise :class:`BadRequest`."""
+    if header_length is not None:
+        if not 0 <= header_length <= len(body):
+            raise BadRequest(f"Inference-Header-Content-Length must be in [0, {len(body)}] (the body size), "
+                             f"got {header_length}")
+        head, binary = body[:header_length], body[header_length:]
+    else:
+        head, binary = body, b""
+    try:
+        req = json.loads(head)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BadRequest(f"malformed JSON request body: {e}") from None
+    except RecursionError:
+        raise BadRequest("malformed JSON request body: nested too deeply") from None
+    return validate_infer_request(req, model, binary=binary)
+
+
+def _json(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    # strict JSON (no NaN), ASCII-escaped: any str a client sent (lone surrogates included) encodes
+    return Response(json.dumps(obj, allow_nan=False, separators=(",", ":")).encode(), status_code=status,
+                    headers=headers, media_type="application/json")
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    return _json({"error": message}, status, headers)
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -215,6 +292,43 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return body
 
 
+async def run_infer(router: Router, parsed: ParsedRequest, arrival: float, *, default_slo_ms: float,
+                    request_timeout_s: float) -> InferenceResult:
+    """Serve a validated request through ``router`` (every transport); raises :class:`ServeError`."""
+    slo_ms = parsed.slo_ms if parsed.slo_ms is not None else default_slo_ms
+    return await router.infer(parsed.inputs, slo_ms, timeout_s=max(request_timeout_s, slo_ms / 1e3), arrival=arrival)
+
+
+def server_overhead_ms(result: InferenceResult, arrival: float, submitted: float, now: float) -> float:
+    """Receive to respond (``arrival`` to ``now``) minus waiting in the queue (``submitted`` to dispatch) and
+    the batch's run on its worker: the time the transport, parsing and the router's bookkeeping take."""
+    waited_ms = result.queue_ms - (submitted - arrival) * 1e3
+    return (now - arrival) * 1e3 - waited_ms - result.compute_ms
+
+
+def infer_response_parameters(result: InferenceResult, overhead_ms: float) -> dict[str, Any]:
+    """The ``parameters`` of an infer response (every transport): which SubNet served it and where the time went."""
+    return {
+        "subnet_id": result.subnet, "accuracy": result.accuracy, "batch_size": result.batch_size,
+        "worker": result.worker, "slo_ms": result.slo_ms, "queue_ms": round(result.queue_ms, 3),
+        "compute_ms": round(result.compute_ms, 3), "overhead_ms": round(overhead_ms, 3),
+        "latency_ms": round(result.latency_ms, 3), "slo_met": result.met_slo,
+    }
+
+
+def _endpoints_error(request: Request, exc: StarletteHTTPException) -> Response:
+    path = _got(request.url.path)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 404:
+        message = (f"no endpoint {path}; the endpoints are /v2, /v2/health/live, /v2/health/ready, "
+                   f"/v2/models/{{name}}[/versions/{{version}}][/ready|/config|/infer] and /metrics")
+    elif exc.status_code == 405:
+        message = f"method {request.method} is not allowed on {path}; allowed: {headers.get('Allow')}"
+    else:
+        message = f"{path}: {exc.detail}"
+    return _error(exc.status_code, message, headers)
+
+
 def create_app(
     router: Router,
     model: ModelInfo,
@@ -223,7 +337,12 @@ def create_app(
     max_body_bytes: int = 16 * 1024 * 1024,
     request_timeout_s: float = 30.0,
 ) -> FastAPI:
-    """The FastAPI application serving ``model`` through ``router`` (started/stopped with the app)."""
+    """The FastAPI application serving ``model`` through ``router`` (started/stopped with the app).
+
+    ``app.state.services`` is a list of async context manager factories (e.g. the gRPC endpoint,
+    :func:`ws_serve.grpc_server.grpc_service`): each is entered after the router starts, in order, and
+    exited before it stops.
+    """
     if not default_slo_ms > 0:
         raise ValueError(f"default_slo_ms must be > 0, got {default_slo_ms}")
     if max_body_bytes < 1024:
@@ -233,24 +352,42 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await router.start()
         try:
-            yield
+            async with contextlib.AsyncExitStack() as services:
+                for service in app.state.services:
+                    await services.enter_async_context(service())
+                yield
         finally:
             await router.stop()
 
     app = FastAPI(title="ws-serve", version=_VERSION, lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.router = router
     app.state.model = model
+    app.state.services = []
+    app.state.limits = {"default_slo_ms": default_slo_ms, "request_timeout_s": request_timeout_s,
+                        "max_body_bytes": max_body_bytes}
 
-    def known(name: str, version: str | None = None) -> JSONResponse | None:
-        if name != model.name:
-            return _error(404, f"unknown model {name!r}; available: [{model.name!r}]")
-        if version is not None and version != model.version:
-            return _error(404, f"unknown version {version!r} of model {name!r}; available: [{model.version!r}]")
+    @app.exception_handler(StarletteHTTPException)
+    async def protocol_error(request: Request, exc: StarletteHTTPException) -> Response:
+        return _endpoints_error(request, exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        return _error(400, f"invalid request to {_got(request.url.path)}: {_got(exc.errors(), 300)}")
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> Response:
+        return _error(500, f"internal error: {type(exc).__name__}")
+
+    def known(name: str, version: str | None = None) -> Response | None:
+        try:
+            check_model(model, name, version)
+        except BadRequest as e:
+            return _error(e.status, str(e))
         return None
 
     @app.get("/v2")
     async def server_metadata() -> dict[str, Any]:
-        return {"name": "ws-serve", "version": _VERSION, "extensions": ["binary_tensor_data", "model_configuration"]}
+        return server_metadata_dict()
 
     @app.get("/v2/health/live")
     async def live() -> Response:
@@ -287,38 +424,39 @@ def create_app(
             try:
                 header_length = None if header is None else int(header)
             except ValueError:
-                raise BadRequest(f"Inference-Header-Content-Length must be an integer, got {header!r}") from None
+                raise BadRequest(f"Inference-Header-Content-Length must be an integer, got {_got(header)}") from None
             parsed = parse_infer_request(body, header_length, model)
         except BadRequest as e:
             return _error(e.status, str(e))
-        slo_ms = parsed.slo_ms if parsed.slo_ms is not None else default_slo_ms
+        submitted = router.clock()
         try:
-            result = await router.infer(parsed.inputs, slo_ms, timeout_s=max(request_timeout_s, slo_ms / 1e3),
-                                        arrival=arrival)
+            result = await run_infer(router, parsed, arrival, default_slo_ms=default_slo_ms,
+                                     request_timeout_s=request_timeout_s)
         except ServeError as e:
             headers = {"Retry-After": "1"} if e.status == 503 else None
             return _error(e.status, str(e), headers)
         logits = result.outputs.contiguous().numpy().astype("<f4", copy=False)
-        response: dict[str, Any] = {
-            "model_name": model.name, "model_version": model.version,
-            "parameters": {
-                "subnet_id": result.subnet, "accuracy": result.accuracy, "batch_size": result.batch_size,
-                "worker": result.worker, "slo_ms": result.slo_ms, "queue_ms": round(result.queue_ms, 3),
-                "latency_ms": round(result.latency_ms, 3), "slo_met": result.met_slo,
-            },
-        }
+        if not parsed.binary_output and not np.isfinite(logits).all():
+            return _error(400, f"input {model.input_name!r}: these values give non-finite outputs, which JSON cannot "
+                               f"carry; send smaller values or ask for binary output (parameter binary_data_output)")
+        response: dict[str, Any] = {"model_name": model.name, "model_version": model.version}
         if parsed.request_id is not None:
             response["id"] = parsed.request_id
         output: dict[str, Any] = {"name": model.output_name, "datatype": "FP32", "shape": list(logits.shape)}
         response["outputs"] = [output]
+        response["parameters"] = infer_response_parameters(
+            result, server_overhead_ms(result, arrival, submitted, router.clock()))
         if not parsed.binary_output:
             output["data"] = logits.reshape(-1).tolist()
-            return JSONResponse(response)
-        raw = logits.tobytes()
-        output["parameters"] = {"binary_data_size": len(raw)}
-        head = json.dumps(response).encode()
-        return Response(head + raw, media_type="application/octet-stream",
-                        headers={"Inference-Header-Content-Length": str(len(head))})
+            reply = _json(response)
+        else:
+            raw = logits.tobytes()
+            output["parameters"] = {"binary_data_size": len(raw)}
+            head = json.dumps(response, separators=(",", ":")).encode()
+            reply = Response(head + raw, media_type="application/octet-stream",
+                             headers={"Inference-Header-Content-Length": str(len(head))})
+        router.metrics.request_overhead("http", server_overhead_ms(result, arrival, submitted, router.clock()) / 1e3)
+        return reply
 
     @app.post("/v2/models/{name}/infer")
     async def infer_latest(name: str, request: Request) -> Response:
@@ -333,3 +471,8 @@ def create_app(
         return Response(router.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def server_metadata_dict() -> dict[str, Any]:
+    """The server metadata (``GET /v2``; gRPC ``ServerMetadata``)."""
+    return {"name": "ws-serve", "version": _VERSION, "extensions": ["binary_tensor_data", "model_configuration"]}

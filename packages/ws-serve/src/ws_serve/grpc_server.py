@@ -1,0 +1,204 @@
+"""The Open Inference Protocol over gRPC (KServe v2 ``inference.GRPCInferenceService``), on grpc.aio.
+
+It runs in the event loop of the HTTP server and serves through the same :class:`~ws_serve.runtime.Router`
+(``ws-serve run --grpc-port PORT``). Standard clients work unchanged, e.g. ``tritonclient.grpc``::
+
+    >>> import numpy as np, tritonclient.grpc as grpcclient            # doctest: +SKIP
+    >>> client = grpcclient.InferenceServerClient("127.0.0.1:8001")
+    >>> inp = grpcclient.InferInput("input", [1, 3, 32, 32], "FP32")
+    >>> inp.set_data_from_numpy(np.zeros((1, 3, 32, 32), np.float32))
+    >>> result = client.infer("ws_ofa_mbv3_035_32", [inp], parameters={"slo_ms": 50})
+    >>> result.as_numpy("logits").shape, result.get_response().parameters["subnet_id"].string_param
+
+RPCs: ``ServerLive``, ``ServerReady``, ``ModelReady``, ``ServerMetadata``, ``ModelMetadata`` and
+``ModelInfer`` (the others answer ``UNIMPLEMENTED``). The messages are the generated protobuf modules
+shipped with ``tritonclient[grpc]`` (Triton's service is a superset of KServe v2's, same package and
+names). Inputs come as typed ``contents`` (``fp32_contents``) or as ``raw_input_contents``; the output
+goes back in ``raw_output_contents``. A request is checked by the same function as over HTTP
+(:func:`~ws_serve.server.validate_infer_request`), with the same parameters (``slo_ms`` in; ``subnet_id``,
+``accuracy``, ... out) and the same messages. Status codes: bad input ``INVALID_ARGUMENT``, unknown model
+``NOT_FOUND``, full queue ``RESOURCE_EXHAUSTED``, missed deadline ``DEADLINE_EXCEEDED``, no worker or
+shutting down ``UNAVAILABLE``, a failed forward ``INTERNAL``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from tritonclient.grpc import service_pb2 as pb
+from tritonclient.grpc import service_pb2_grpc as pb_grpc
+
+from .runtime import Overloaded, Router, ServeError
+from .server import (
+    BadRequest,
+    ModelInfo,
+    check_model,
+    infer_response_parameters,
+    run_infer,
+    server_metadata_dict,
+    server_overhead_ms,
+    validate_infer_request,
+)
+
+__all__ = ["InferenceServicer", "grpc_service", "grpc_status", "request_json", "start_grpc_server"]
+
+_CODES = {400: grpc.StatusCode.INVALID_ARGUMENT, 404: grpc.StatusCode.NOT_FOUND,
+          413: grpc.StatusCode.RESOURCE_EXHAUSTED, 415: grpc.StatusCode.INVALID_ARGUMENT,
+          503: grpc.StatusCode.UNAVAILABLE, 504: grpc.StatusCode.DEADLINE_EXCEEDED}
+
+
+def grpc_status(error: BadRequest | ServeError) -> grpc.StatusCode:
+    """The gRPC status of an error that HTTP answers with ``error.status``."""
+    if isinstance(error, Overloaded):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED
+    return _CODES.get(error.status, grpc.StatusCode.INTERNAL)
+
+
+def _value(param: pb.InferParameter) -> Any:
+    which = param.WhichOneof("parameter_choice")
+    return None if which is None else getattr(param, which)
+
+
+def _set(param: pb.InferParameter, value: Any) -> None:
+    if isinstance(value, bool):
+        param.bool_param = value
+    elif isinstance(value, int):
+        param.int64_param = value
+    elif isinstance(value, float):
+        param.double_param = value
+    else:
+        param.string_param = str(value)
+
+
+def request_json(request: pb.ModelInferRequest) -> tuple[dict[str, Any], bytes | None]:
+    """A ``ModelInferRequest`` in the JSON form of the HTTP API, and the raw data of its first input
+    (``raw_input_contents``; ``None`` if the data is in ``contents``)."""
+    inputs = []
+    for tensor in request.inputs:
+        inp: dict[str, Any] = {"name": tensor.name, "datatype": tensor.datatype, "shape": list(tensor.shape),
+                               "parameters": {k: _value(v) for k, v in tensor.parameters.items()}}
+        fields = [f.name for f, _ in tensor.contents.ListFields()]
+        if fields:
+            if tensor.datatype == "FP32" and fields != ["fp32_contents"]:
+                raise BadRequest(f"input {tensor.name!r}: FP32 data goes in contents.fp32_contents, got "
+                                 f"{', '.join(f'contents.{f}' for f in fields)}")
+            inp["data"] = getattr(tensor.contents, fields[0])
+        inputs.append(inp)
+    raw = request.raw_input_contents
+    if raw and len(raw) != len(inputs):
+        raise BadRequest(f"raw_input_contents must hold one entry per input ({len(inputs)}), got {len(raw)}")
+    req: dict[str, Any] = {"inputs": inputs, "parameters": {k: _value(v) for k, v in request.parameters.items()}}
+    if request.outputs:
+        req["outputs"] = [{"name": o.name, "parameters": {k: _value(v) for k, v in o.parameters.items()}}
+                          for o in request.outputs]
+    if request.id:
+        req["id"] = request.id
+    return req, (raw[0] if raw else None)
+
+
+class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
+    """``inference.GRPCInferenceService`` for ``model``, served through ``router``."""
+
+    def __init__(self, router: Router, model: ModelInfo, *, default_slo_ms: float = 100.0,
+                 request_timeout_s: float = 30.0) -> None:
+        if not default_slo_ms > 0:
+            raise ValueError(f"default_slo_ms must be > 0, got {default_slo_ms}")
+        self.router = router
+        self.model = model
+        self.default_slo_ms = default_slo_ms
+        self.request_timeout_s = request_timeout_s
+
+    async def ServerLive(self, request, context) -> pb.ServerLiveResponse:
+        return pb.ServerLiveResponse(live=True)
+
+    async def ServerReady(self, request, context) -> pb.ServerReadyResponse:
+        return pb.ServerReadyResponse(ready=self.router.ready)
+
+    async def ServerMetadata(self, request, context) -> pb.ServerMetadataResponse:
+        return pb.ServerMetadataResponse(**server_metadata_dict())
+
+    async def ModelReady(self, request, context) -> pb.ModelReadyResponse:
+        await self._known(request.name, request.version, context)
+        return pb.ModelReadyResponse(ready=self.router.ready)
+
+    async def ModelMetadata(self, request, context) -> pb.ModelMetadataResponse:
+        await self._known(request.name, request.version, context)
+        meta = self.model.metadata()
+        tensor = pb.ModelMetadataResponse.TensorMetadata
+        return pb.ModelMetadataResponse(
+            name=meta["name"], versions=meta["versions"], platform=meta["platform"],
+            inputs=[tensor(**t) for t in meta["inputs"]], outputs=[tensor(**t) for t in meta["outputs"]])
+
+    async def ModelInfer(self, request, context) -> pb.ModelInferResponse:
+        try:
+            return await self._infer(request)
+        except (BadRequest, ServeError) as e:
+            failure = (grpc_status(e), str(e))
+        except Exception as e:  # never a crash: an explicit INTERNAL, as HTTP answers 500
+            failure = (grpc.StatusCode.INTERNAL, f"internal error: {type(e).__name__}")
+        await context.abort(*failure)
+
+    async def _known(self, name: str, version: str, context) -> None:
+        try:
+            check_model(self.model, name, version or None)
+        except BadRequest as e:
+            await context.abort(grpc_status(e), str(e))
+
+    async def _infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
+        router, model = self.router, self.model
+        arrival = router.clock()
+        check_model(model, request.model_name, request.model_version or None)
+        req, raw = request_json(request)
+        parsed = validate_infer_request(req, model, raw=raw)
+        submitted = router.clock()
+        result = await run_infer(router, parsed, arrival, default_slo_ms=self.default_slo_ms,
+                                 request_timeout_s=self.request_timeout_s)
+        logits = result.outputs.contiguous().numpy().astype("<f4", copy=False)
+        response = pb.ModelInferResponse(
+            model_name=model.name, model_version=model.version, id=parsed.request_id or "",
+            outputs=[pb.ModelInferResponse.InferOutputTensor(name=model.output_name, datatype="FP32",
+                                                             shape=list(logits.shape))],
+            raw_output_contents=[logits.tobytes()])
+        overhead_ms = server_overhead_ms(result, arrival, submitted, router.clock())
+        for key, value in infer_response_parameters(result, overhead_ms).items():
+            _set(response.parameters[key], value)
+        router.metrics.request_overhead("grpc", server_overhead_ms(result, arrival, submitted, router.clock()) / 1e3)
+        return response
+
+
+async def start_grpc_server(router: Router, model: ModelInfo, host: str = "127.0.0.1", port: int = 0, *,
+                            default_slo_ms: float = 100.0, request_timeout_s: float = 30.0,
+                            max_body_bytes: int = 16 * 1024 * 1024) -> tuple[grpc.aio.Server, int]:
+    """Start the gRPC endpoint in the running event loop on ``host:port`` (0: a free port); returns the
+    server and its port. Raises ``OSError`` if the address cannot be bound."""
+    server = grpc.aio.server(options=[
+        ("grpc.max_receive_message_length", max_body_bytes),
+        ("grpc.max_send_message_length", max_body_bytes),
+        ("grpc.so_reuseport", 0),  # a port in use is an error, as for HTTP
+    ])
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(
+        InferenceServicer(router, model, default_slo_ms=default_slo_ms, request_timeout_s=request_timeout_s), server)
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        bound = server.add_insecure_port(address)
+    except RuntimeError as e:
+        raise OSError(f"gRPC: cannot listen on {address}: {e}") from None
+    if bound == 0:
+        raise OSError(f"gRPC: cannot listen on {address}")
+    await server.start()
+    return server, bound
+
+
+@contextlib.asynccontextmanager
+async def grpc_service(router: Router, model: ModelInfo, host: str = "127.0.0.1", port: int = 0, *,
+                       grace_s: float = 30.0, **limits: Any) -> AsyncIterator[int]:
+    """:func:`start_grpc_server` for the length of an ``async with`` block (yields the port); on exit
+    the server stops accepting and answers the calls in flight (for up to ``grace_s``)."""
+    server, bound = await start_grpc_server(router, model, host, port, **limits)
+    try:
+        yield bound
+    finally:
+        await server.stop(grace_s)
