@@ -100,7 +100,9 @@ class CostModel:
         try:
             net.eval()
             with torch.no_grad(), net.subnet(cfg):
-                net(torch.zeros(1, getattr(net, "in_chans", 3), *hw, device=ref.device, dtype=ref.dtype))
+                # stem → stages → head at exactly ``hw`` (``forward`` would resize to the active resolution)
+                x = torch.zeros(1, getattr(net, "in_chans", 3), *hw, device=ref.device, dtype=ref.dtype)
+                net.forward_head(net.forward_features(x))
         finally:
             for h in hooks:
                 h.remove()

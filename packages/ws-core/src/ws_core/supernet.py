@@ -9,6 +9,11 @@ rest is generic and shared by every SuperNet:
 * :meth:`SuperNet.activate` — route later forwards through a SubNet, in place (no weight copies);
 * :meth:`SuperNet.weight_slices` — the region of every tensor a SubNet reads;
 * :meth:`SuperNet.extract` — a standalone :class:`SubNet` of plain PyTorch layers with copied weights.
+
+Elastic resolution: when the search space's ``resolution`` dimension has more than one choice, a
+SuperNet (and a SubNet extracted from it) resizes its input bilinearly to the active SubNet's
+resolution before the stem, so a SubNet runs at — and costs — its own resolution whatever size the
+data arrives at (OFA feeds each SubNet its resolution; here one loader serves every SubNet).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import SubNetConfig
@@ -73,7 +79,14 @@ class _StemStagesHead(nn.Module):
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         return self.head(x, pre_logits=pre_logits)
 
+    def input_resolution(self) -> int | None:
+        """The side the input is resized to (``None``: run at the size given)."""
+        return None
+
     def forward(self, x: Tensor) -> Tensor:
+        size = self.input_resolution()
+        if size is not None and (x.shape[-2] != size or x.shape[-1] != size):
+            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
         return self.forward_head(self.forward_features(x))
 
     def get_classifier(self) -> nn.Module:
@@ -138,11 +151,16 @@ class SubNet(_StemStagesHead):
     ``config`` is the :class:`SubNetConfig` it was extracted with.
     """
 
-    def __init__(self, stem: nn.Module, stages: nn.Sequential, head: ClassifierHead, config: SubNetConfig):
+    def __init__(self, stem: nn.Module, stages: nn.Sequential, head: ClassifierHead, config: SubNetConfig,
+                 resolution: int | None = None):
         super().__init__()
         self.stem, self.stages, self.head = stem, stages, head
         self.config = config
+        self.resolution = resolution  # input side it resizes to (its SuperNet's resolution was elastic)
         self.num_classes = getattr(head.classifier, "out_features", 0)
+
+    def input_resolution(self) -> int | None:
+        return self.resolution
 
     def extra_repr(self) -> str:
         return f"id={self.config.id}"
@@ -197,6 +215,13 @@ class SuperNet(_StemStagesHead):
         """The active :class:`SubNetConfig`."""
         return self._active
 
+    def input_resolution(self) -> int | None:
+        """The active SubNet's resolution when the space's resolution is elastic, else ``None``."""
+        space = self.space
+        if "resolution" not in space.names or len(space["resolution"].choices) < 2:
+            return None
+        return int(self._active["resolution"])
+
     @contextmanager
     def subnet(self, cfg: Mapping[str, Any] | SubNetConfig | None) -> Iterator[SubNetConfig]:
         """Context manager: activate ``cfg`` (``None``: keep the active one), restore on exit."""
@@ -230,7 +255,8 @@ class SuperNet(_StemStagesHead):
         In eval mode its outputs equal this SuperNet's with ``cfg`` active. ``None``: the active SubNet.
         """
         with self.subnet(cfg) as canonical:
-            sub = SubNet(_static_copy(self.stem), _static_copy(self.stages), _static_copy(self.head), canonical)
+            sub = SubNet(_static_copy(self.stem), _static_copy(self.stages), _static_copy(self.head), canonical,
+                         self.input_resolution())
         sub.pretrained_cfg = copy.deepcopy(getattr(self, "pretrained_cfg", {}))
         return sub.train(self.training)
 

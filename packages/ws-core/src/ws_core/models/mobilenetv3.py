@@ -39,6 +39,8 @@ BASE_STAGE_WIDTH = (16, 16, 24, 40, 80, 112, 160, 960, 1280)
 STAGE_ACT = ("relu", "relu", "h_swish", "h_swish", "h_swish")
 STAGE_SE = (False, True, False, True, True)
 IMAGENET_STRIDES = (2, 2, 2, 1, 2)
+# Fashion-MNIST's grey-level mean / std (on its 60,000 training images), replicated to 3 channels
+FASHION_MNIST_MEAN, FASHION_MNIST_STD = (0.2860,) * 3, (0.3530,) * 3
 CIFAR_STRIDES = (1, 2, 2, 1, 2)
 
 
@@ -150,6 +152,8 @@ class OFAMobileNetV3(SuperNet):
         depths, expand_ratios, kernel_sizes: the elastic choices (OFA: {2,3,4}, {3,4,6}, {3,5,7}).
         resolutions: allowed input sizes (the resolution dimension).
         cifar_stem: 32×32 inputs (stride-1 stem, stage strides 1,2,2,1,2).
+        stem_stride: stride of the stem conv (``None``: 1 with ``cifar_stem``, else 2); 2 with the CIFAR
+            stage strides suits 28×28 inputs (Fashion-MNIST): 14×14 maps after the stem.
         kernel_transform: OFA's learned kernel-transform matrices instead of a plain centre crop.
         drop_rate: dropout before the classifier.
 
@@ -173,8 +177,13 @@ class OFAMobileNetV3(SuperNet):
         cifar_stem: bool = False,
         kernel_transform: bool = False,
         drop_rate: float = 0.1,
+        stem_stride: int | None = None,
     ) -> None:
         super().__init__()
+        if stem_stride is None:
+            stem_stride = 1 if cifar_stem else 2
+        if stem_stride not in (1, 2):
+            raise ValueError(f"stem_stride must be one of [1, 2], got {stem_stride!r}")
         self.num_classes, self.in_chans, self.drop_rate = num_classes, in_chans, drop_rate
         max_depth = max(depths)
         self.space = SearchSpace(
@@ -192,7 +201,7 @@ class OFAMobileNetV3(SuperNet):
         strides = CIFAR_STRIDES if cifar_stem else IMAGENET_STRIDES
 
         self.stem = nn.Sequential()
-        self.stem.add_module("conv", ConvBnAct(in_chans, widths[0], 3, 1 if cifar_stem else 2, "h_swish"))
+        self.stem.add_module("conv", ConvBnAct(in_chans, widths[0], 3, stem_stride, "h_swish"))
         self.stem.add_module("block", DepthwiseSeparable(widths[0], widths[1], 1, "relu"))
         stages, in_ch = [], widths[1]
         for out_ch, stride, act, se in zip(widths[2:], strides, STAGE_ACT, STAGE_SE):
@@ -233,6 +242,8 @@ default_cfgs = generate_default_cfgs({
     "ws_ofa_mbv3_100": imagenet_cfg("stem.conv.conv"),
     "ws_ofa_mbv3_100_32": cifar_cfg("stem.conv.conv"),
     "ws_ofa_mbv3_035_32": cifar_cfg("stem.conv.conv"),
+    "ws_ofa_mbv3_035_28": imagenet_cfg("stem.conv.conv", num_classes=10, input_size=(3, 28, 28), pool_size=(2, 2),
+                                       crop_pct=1.0, mean=FASHION_MNIST_MEAN, std=FASHION_MNIST_STD),
 })
 
 
@@ -254,3 +265,11 @@ def ws_ofa_mbv3_035_32(pretrained: bool = False, **kwargs) -> OFAMobileNetV3:
     """OFA MobileNetV3 space at width 0.35 for 32×32 inputs: same 2×10¹⁹ SubNets, fast on CPU."""
     args = dict(width_mult=0.35, cifar_stem=True, resolutions=(32,))
     return _create("ws_ofa_mbv3_035_32", pretrained, **dict(args, **kwargs))
+
+
+@register_model
+def ws_ofa_mbv3_035_28(pretrained: bool = False, **kwargs) -> OFAMobileNetV3:
+    """OFA MobileNetV3 space at width 0.35 for 28×28 inputs (Fashion-MNIST): stride-2 stem, CIFAR stage
+    strides, elastic resolution 16–28 (step 4); the main job's SuperNet."""
+    args = dict(width_mult=0.35, cifar_stem=True, stem_stride=2, resolutions=(16, 20, 24, 28))
+    return _create("ws_ofa_mbv3_035_28", pretrained, **dict(args, **kwargs))
