@@ -215,3 +215,21 @@ def test_deepcopy_gives_an_independent_supernet(model):
         torch.testing.assert_close(twin(x), net.extract(cfg).eval()(x), atol=1e-5, rtol=0)
     assert net.active == net.space.max()
     assert all(s.active_depth == len(s.blocks) for s in net.stages)  # the original did not move
+
+
+def test_elastic_resolution_resizes_inputs_to_the_active_subnet():
+    net = timm.create_model("ws_ofa_mbv3_035_28", num_classes=10).eval()
+    assert net.space["resolution"].choices == (16, 20, 24, 28)
+    cfg = net.space.min()  # resolution 16
+    x = torch.randn(2, 3, 28, 28)
+    small = torch.nn.functional.interpolate(x, size=(16, 16), mode="bilinear", align_corners=False)
+    with torch.no_grad(), net.subnet(cfg):
+        assert net.input_resolution() == 16
+        resized, given = net(x), net(small)
+    torch.testing.assert_close(resized, given)
+    sub = net.extract(cfg)
+    with torch.no_grad():
+        torch.testing.assert_close(sub(x), resized)
+    # fixed-resolution SuperNets run at the size they are given
+    fixed = timm.create_model("ws_ofa_mbv3_035_32", num_classes=10)
+    assert fixed.input_resolution() is None and fixed.extract(fixed.space.min()).input_resolution() is None

@@ -9,7 +9,14 @@ import pytest
 import torch
 
 from ws_core.config import SubNetConfig
-from ws_core.search import AccuracyPredictor, SearchResult, evolutionary_search, pareto_front, random_search
+from ws_core.search import (
+    AccuracyPredictor,
+    SearchResult,
+    evolutionary_search,
+    pareto_front,
+    pareto_search,
+    random_search,
+)
 from ws_core.space import Dimension, SearchSpace
 
 
@@ -367,3 +374,65 @@ class TestAccuracyPredictor:
         expected = rf"expected input of shape \[B, {space.encoding_length}\], got \[3, 5\]"
         with pytest.raises(ValueError, match=expected):
             predictor(torch.zeros(3, 5))
+
+
+# Pareto exploration -----------------------------------------------------------------------------
+def _width_space() -> SearchSpace:
+    # 2 stages of up to 2 blocks, width 1..3 per block: small enough to enumerate
+    return SearchSpace([Dimension("depth", (1, 2), "stage"), Dimension("width", (1, 2, 3), "block")],
+                       stage_blocks=(2, 2))
+
+
+def _total_width(cfg) -> float:
+    return float(sum(w for w in cfg["width"] if w is not None))
+
+
+class TestParetoSearch:
+    def test_min_max_first_then_random_then_mutations(self):
+        space = _width_space()
+        labels = [p.label for p in pareto_search(space, _total_width, _total_width, 6,
+                                                 generator=torch.Generator().manual_seed(0))]
+        assert labels[:2] == ["min", "max"]
+        assert labels[2:] == ["random"] * 2 + ["mutation"] * 4  # round(6 / 3) random, then mutations
+
+    def test_front_marked_and_nothing_scored_twice(self):
+        space = _width_space()
+        calls = []
+
+        def score(cfg):
+            calls.append(cfg)
+            return -abs(_total_width(cfg) - 5.0)  # best at total width 5: larger SubNets are dominated
+
+        points = pareto_search(space, score, _total_width, 12, generator=torch.Generator().manual_seed(1))
+        assert len(calls) == len(set(calls)) == len(points)
+        costs, scores = [p.cost for p in points], [p.score for p in points]
+        assert {i for i, p in enumerate(points) if p.pareto} == set(pareto_front(costs, scores))
+        assert not next(p for p in points if p.label == "max").pareto  # width 12 scores -7, dominated
+
+    def test_seeded_and_callback_order(self):
+        space = _width_space()
+        a = pareto_search(space, _total_width, _total_width, 9, generator=torch.Generator().manual_seed(3))
+        b = pareto_search(space, _total_width, _total_width, 9, generator=torch.Generator().manual_seed(3))
+        assert [p.config for p in a] == [p.config for p in b]
+        order = []
+        pareto_search(space, _total_width, _total_width, 3, generator=torch.Generator().manual_seed(3),
+                      on_scored=lambda p, i: order.append(i))
+        assert order == list(range(len(order))) and len(order) == 5
+
+    def test_tiny_space_runs_out_without_looping(self):
+        space = SearchSpace([Dimension("width", (1, 2), "block")], stage_blocks=(1,))
+        points = pareto_search(space, _total_width, _total_width, 10, generator=torch.Generator().manual_seed(0))
+        assert sorted(p.cost for p in points) == [1.0, 2.0]  # only two SubNets exist
+
+    @pytest.mark.parametrize(("kwargs", "match"), [
+        ({"candidates": -1}, r"candidates must be an int >= 0, got -1"),
+        ({"candidates": 2, "random_fraction": 1.5}, r"random_fraction must be in \[0, 1\], got 1.5"),
+        ({"candidates": 2, "mutate_prob": -0.1}, r"mutate_prob must be in \[0, 1\], got -0.1"),
+    ])
+    def test_bad_arguments(self, kwargs, match):
+        with pytest.raises(ValueError, match=match):
+            pareto_search(_width_space(), _total_width, _total_width, **kwargs)
+
+    def test_non_finite_score_is_refused(self):
+        with pytest.raises(ValueError, match="score and cost must be finite"):
+            pareto_search(_width_space(), lambda c: float("nan"), _total_width, 0)

@@ -7,7 +7,9 @@ The pieces follow Once-for-All (Cai et al., 2020), ``ofa/nas``:
   (``ofa/nas/accuracy_predictor``);
 * :func:`evolutionary_search` — OFA's ``EvolutionFinder``: a constrained genetic search with elitism,
   mutation and crossover (``ofa/nas/search_algorithm``);
-* :func:`random_search` — the random-sampling baseline under the same constraint.
+* :func:`random_search` — the random-sampling baseline under the same constraint;
+* :func:`pareto_search` — unconstrained multi-objective exploration: random SubNets, then mutations of
+  the (cost, score) Pareto front found so far, to fill the front between the min and the max SubNet.
 
 All randomness is drawn from an optional :class:`torch.Generator`, so a seeded generator gives the
 same result on every run.
@@ -44,9 +46,11 @@ from .space import SearchSpace
 
 __all__ = [
     "AccuracyPredictor",
+    "ParetoPoint",
     "SearchResult",
     "evolutionary_search",
     "pareto_front",
+    "pareto_search",
     "random_search",
 ]
 
@@ -503,3 +507,82 @@ def random_search(
         ev.fitness(_feasible_sample(space, ev, generator, max_sample_tries))
         history.append(ev.fitnesses[ev.best])
     return ev.result(history)
+
+
+# Pareto exploration ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ParetoPoint:
+    """One SubNet scored by :func:`pareto_search`: how it was chosen (``"min"``, ``"max"``, ``"random"``,
+    ``"mutation"``), its score and cost, and whether it is on the final Pareto front."""
+
+    config: SubNetConfig
+    label: str
+    score: float
+    cost: float
+    pareto: bool = False
+
+
+def pareto_search(
+    space: SearchSpace,
+    score: Callable[[SubNetConfig], float],
+    cost: Callable[[SubNetConfig], float],
+    candidates: int,
+    *,
+    random_fraction: float = 1 / 3,
+    mutate_prob: float = 0.2,
+    generator: torch.Generator | None = None,
+    on_scored: Callable[[ParetoPoint, int], None] | None = None,
+    max_draws: int = 100,
+) -> list[ParetoPoint]:
+    """Score the min, the max and ``candidates`` more SubNets chosen to fill the (cost, score) Pareto front.
+
+    The first ``round(candidates * random_fraction)`` candidates are uniform samples
+    (:meth:`SearchSpace.sample`); each later one is :meth:`SearchSpace.mutate` (per-position probability
+    ``mutate_prob``) of a parent drawn uniformly from the Pareto front of the SubNets scored so far — a
+    small multi-objective evolutionary search with no constraint. No SubNet is scored twice; a draw is
+    retried up to ``max_draws`` times to find an unscored SubNet (a tiny space may run out: then fewer
+    are scored). ``on_scored(point, index)`` is called after each score (progress reports).
+
+    Returns:
+        The scored SubNets in the order they were scored, ``pareto`` set on the final front.
+    """
+    if isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 0:
+        raise ValueError(f"candidates must be an int >= 0, got {candidates!r}")
+    if not 0.0 <= random_fraction <= 1.0:
+        raise ValueError(f"random_fraction must be in [0, 1], got {random_fraction!r}")
+    if not 0.0 <= mutate_prob <= 1.0:
+        raise ValueError(f"mutate_prob must be in [0, 1], got {mutate_prob!r}")
+    points: list[ParetoPoint] = []
+    seen: set[SubNetConfig] = set()
+    n_random = round(candidates * random_fraction)
+
+    def add(cfg: SubNetConfig, label: str) -> None:
+        seen.add(cfg)
+        point = ParetoPoint(cfg, label, float(score(cfg)), float(cost(cfg)))
+        if not (math.isfinite(point.score) and math.isfinite(point.cost)):
+            raise ValueError(f"score and cost must be finite, got {point.score} and {point.cost} for {cfg!r}")
+        points.append(point)
+        if on_scored is not None:
+            on_scored(point, len(points) - 1)
+
+    def draw(i: int) -> tuple[SubNetConfig | None, str]:
+        for _ in range(max_draws):
+            if i < n_random:
+                cfg, label = space.sample(generator), "random"
+            else:
+                front = pareto_front([p.cost for p in points], [p.score for p in points])
+                parent = points[front[_randint(len(front), generator)]]
+                cfg, label = space.mutate(parent.config, mutate_prob, generator), "mutation"
+            if cfg not in seen:
+                return cfg, label
+        return None, ""
+
+    for cfg, label in ((space.min(), "min"), (space.max(), "max")):
+        if cfg not in seen:
+            add(cfg, label)
+    for i in range(candidates):
+        cfg, label = draw(i)
+        if cfg is not None:
+            add(cfg, label)
+    front = set(pareto_front([p.cost for p in points], [p.score for p in points]))
+    return [ParetoPoint(p.config, p.label, p.score, p.cost, i in front) for i, p in enumerate(points)]
