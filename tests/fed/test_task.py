@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from ws_core import data as ws_data
 from ws_fed.payload import InvalidSubNetArrays
 from ws_fed.task import (
     build_supernet,
@@ -30,8 +31,22 @@ def test_digits_splits(digits):
         assert set(split.tensors[1].tolist()) == set(range(10))  # stratified
     big = load_digits(image_size=16, seed=0)
     assert big.test.tensors[0].shape[1:] == (1, 16, 16)
-    with pytest.raises(ValueError, match="image_size must be an int >= 1"):
+    with pytest.raises(ValueError, match="image_size must be an integer >= 1, got 0"):
         load_digits(image_size=0)
+    with pytest.raises(ValueError, match=r"val_fraction \+ test_fraction must be below 1, got 0.5 \+ 0.5"):
+        load_digits(val_fraction=0.5, test_fraction=0.5)
+    with pytest.raises(ValueError, match=r"test_fraction must be in \(0, 1\), got 0"):
+        load_digits(test_fraction=0)
+
+
+def test_digits_come_from_ws_core_with_its_split():
+    x, y = ws_data.load_digits(8)
+    rest, test = ws_data.stratified_split(y, 0.2, seed=5)
+    train, val = (rest[i] for i in ws_data.stratified_split(y[rest], 0.1 / 0.8, seed=5))
+    mean, std = x[train].mean(), x[train].std()
+    splits = load_digits(image_size=8, seed=5)
+    for part, idx in ((splits.train, train), (splits.val, val), (splits.test, test)):
+        assert torch.equal(part.tensors[0], (x[idx] - mean) / std) and torch.equal(part.tensors[1], y[idx])
 
 
 def test_client_datasets_are_disjoint(digits):

@@ -12,7 +12,14 @@ import torch
 from PIL import Image
 from torchvision.datasets import CIFAR10
 
-from ws_train import CIFAR10DataModule, CIFAR100DataModule, DigitsDataModule, ImageFolderDataModule
+from ws_core.data import FASHION_MNIST_MEAN, FASHION_MNIST_STD, load_digits, stratified_split, write_idx
+from ws_train import (
+    CIFAR10DataModule,
+    CIFAR100DataModule,
+    DigitsDataModule,
+    FashionMNISTDataModule,
+    ImageFolderDataModule,
+)
 from ws_train.data import load_digits_images
 
 
@@ -44,6 +51,17 @@ def test_digits_split_is_stratified_seeded_and_normalised():
         DigitsDataModule(val_fraction=1.5)
     with pytest.raises(ValueError, match="batch_size must be an integer >= 1, got 0"):
         DigitsDataModule(batch_size=0)
+
+
+def test_digits_module_reads_ws_core_images_and_split():
+    x, y = load_digits(32, channels=3)
+    assert torch.equal(load_digits_images(32)[0], x) and torch.equal(load_digits_images(32)[1], y)
+    dm = DigitsDataModule(image_size=32, seed=3)
+    dm.setup()
+    train, val = stratified_split(y, 0.2, seed=3)
+    mean, std = x[train].mean(), x[train].std()
+    assert torch.equal(dm.train_set.tensors[0], (x[train] - mean) / std)
+    assert torch.equal(dm.val_set.tensors[1], y[val])
 
 
 def _order(loader, epoch):
@@ -108,7 +126,7 @@ def test_cifar10_on_generated_files_in_torchvision_format(tmp_path, monkeypatch)
 
 def test_cifar_without_files_and_without_download_says_how_to_fix(tmp_path):
     dm = CIFAR10DataModule(root=str(tmp_path), download=False)
-    with pytest.raises(FileNotFoundError, match=r"CIFAR10 not found in .*allowed: download=True"):
+    with pytest.raises(FileNotFoundError, match=r"CIFAR10 not found under .*allowed: download=True"):
         dm.prepare_data()
     assert CIFAR100DataModule(root=str(tmp_path), download=False).num_classes == 100
     with pytest.raises(FileNotFoundError, match="CIFAR100 not found"):
@@ -147,3 +165,71 @@ def test_image_folder_val_root_and_errors(tmp_path):
         ImageFolderDataModule(str(root), val_root=str(other), num_workers=0).setup()
     with pytest.raises(ValueError, match="root must be an existing folder, got 'missing'"):
         ImageFolderDataModule("missing")
+
+
+def _fashion_idx(root, n_train=200, n_test=50):
+    """Small Fashion-MNIST IDX files (random images, balanced labels) under root/FashionMNIST/raw."""
+    raw = root / "FashionMNIST" / "raw"
+    rng = np.random.default_rng(0)
+    files = {}
+    for name, n in (("train", n_train), ("t10k", n_test)):
+        files[name] = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), np.arange(n, dtype=np.uint8) % 10
+        write_idx(raw / f"{name}-images-idx3-ubyte", files[name][0])
+        write_idx(raw / f"{name}-labels-idx1-ubyte", files[name][1])
+    return files
+
+
+def test_fashion_mnist_module_on_generated_idx_files(tmp_path):
+    files = _fashion_idx(tmp_path)
+    dm = FashionMNISTDataModule(root=str(tmp_path), download=False, val_size=50, train_size=100, batch_size=16,
+                                seed=0)
+    dm.prepare_data()                                         # files present: nothing fetched, nothing written
+    dm.setup()
+    assert (len(dm.train_set), len(dm.val_set), len(dm.test_set), len(dm.calibration_set)) == (100, 50, 50, 100)
+    assert torch.bincount(dm.val_set.labels).tolist() == [5] * 10       # stratified
+    assert torch.bincount(dm.train_set.labels).tolist() == [10] * 10
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.shape == (16, 3, 28, 28) and x.dtype == torch.float32 and y.dtype == torch.int64
+    assert torch.equal(x[:, 0], x[:, 2])                      # grey repeated to RGB
+    # evaluation batches: the stored images, normalised with Fashion-MNIST's mean and std
+    xt, yt = next(iter(dm.test_dataloader()))
+    images, labels = files["t10k"]
+    expected = (torch.from_numpy(images[:16]).float() / 255 - FASHION_MNIST_MEAN[0]) / FASHION_MNIST_STD[0]
+    assert torch.allclose(xt[:, 1], expected, atol=1e-5) and torch.equal(yt, torch.from_numpy(labels[:16]).long())
+    # training batches are augmented (crop + flip), calibration batches are not
+    idx = list(range(16))
+    plain, _ = dm.calibration_set.__getitems__(idx)
+    torch.manual_seed(0)
+    augmented, _ = dm.train_set.__getitems__(idx)
+    assert not torch.equal(plain, augmented) and plain.shape == augmented.shape
+    assert torch.equal(dm.calibration_set.images, dm.train_set.images)   # one uint8 tensor, shared
+    assert dm.train_set.images.dtype == torch.uint8
+    # seeded: the same seed holds out the same images, another seed others
+    again = FashionMNISTDataModule(root=str(tmp_path), download=False, val_size=50, train_size=100, seed=0)
+    again.setup()
+    assert torch.equal(again.val_set.images, dm.val_set.images)
+    other = FashionMNISTDataModule(root=str(tmp_path), download=False, val_size=50, train_size=100, seed=1)
+    other.setup()
+    assert not torch.equal(other.val_set.images, dm.val_set.images)
+    assert sorted(p.name for p in (tmp_path / "FashionMNIST" / "raw").iterdir()) == sorted(
+        f"{n}-{k}" for n in ("train", "t10k") for k in ("images-idx3-ubyte", "labels-idx1-ubyte"))
+
+
+def test_fashion_mnist_module_sizes_channels_and_errors(tmp_path):
+    _fashion_idx(tmp_path)
+    dm = FashionMNISTDataModule(root=str(tmp_path), download=False, image_size=32, in_chans=1, val_size=0,
+                                augment=False, batch_size=8)
+    dm.setup()
+    assert dm.val_set is dm.test_set and len(dm.train_set) == 200 and dm.train_set.images.shape[1:] == (1, 32, 32)
+    x, _ = next(iter(dm.train_dataloader()))
+    xc, _ = next(iter(dm.calibration_dataloader()))
+    assert x.shape == (8, 1, 32, 32) and xc.shape == (8, 1, 32, 32)
+    with pytest.raises(ValueError, match=r"in_chans must be one of \(1, 3\), got 2"):
+        FashionMNISTDataModule(in_chans=2)
+    with pytest.raises(ValueError, match="image_size must be an integer >= 1, got 0"):
+        FashionMNISTDataModule(image_size=0)
+    with pytest.raises(ValueError, match="val_size must be < 200"):
+        FashionMNISTDataModule(root=str(tmp_path), download=False, val_size=200).setup()
+    with pytest.raises(FileNotFoundError, match="Fashion-MNIST not found"):
+        FashionMNISTDataModule(root=str(tmp_path / "none"), download=False, cache_dir=str(tmp_path / "cache")).setup()
+    assert not (tmp_path / "none").exists() and not (tmp_path / "cache").exists()

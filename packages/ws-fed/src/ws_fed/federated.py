@@ -15,7 +15,6 @@ Example::
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -27,6 +26,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Result
 
 from ws_core import SubNetConfig, SuperNet
+from ws_core.io import atomic_write_json
 
 from .config import FedConfig
 from .specialise import DeploymentTarget, Specialisation, SubNetAccuracy, specialise
@@ -129,13 +129,8 @@ def specialise_targets(net: SuperNet, cfg: FedConfig, targets: Sequence[Deployme
 
 
 def write_json(path: str | os.PathLike, payload: Any) -> Path:
-    """Write JSON atomically (temporary file in the same folder, then ``os.replace``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=1, default=str))
-    os.replace(tmp, path)
-    return path
+    """Write JSON atomically (``ws_core.io.atomic_write_json``; values JSON cannot hold are written as ``str``)."""
+    return atomic_write_json(path, payload, default=str)
 
 
 def round_costs(strategy: SuperFedNAS) -> list[dict[str, Any]]:

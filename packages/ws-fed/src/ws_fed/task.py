@@ -1,7 +1,8 @@
 """The learning task in plain PyTorch (no Flower imports): data, SuperNet, local SubNet training, evaluation.
 
-* :func:`load_digits` — the bundled scikit-learn digits (1,797 real 8×8 grayscale images, offline),
-  split into stratified train / validation / test sets; the train split is what clients partition.
+* :func:`load_digits` — the bundled scikit-learn digits (1,797 real 8×8 grayscale images, offline;
+  ``ws_core.data.load_digits``, the loader ws-train and ws-nas use too), split into stratified
+  train / validation / test sets; the train split is what clients partition.
 * :func:`build_supernet` — a ws-core SuperNet from timm's registry, for 1-channel inputs at
   ``image_size`` (its ``resolution`` dimension, so MACs are counted at the size actually used);
   :func:`local_supernet` — a fresh copy of it; :func:`scratch_supernet` — the copy a ClientApp reuses
@@ -34,7 +35,9 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 import ws_core  # noqa: F401  (registers the ws_* SuperNets in timm)
 from ws_core import SubNetConfig, SuperNet
+from ws_core import data as ws_data
 from ws_core.bn import recalibrate_bn
+from ws_core.data import check_fraction, check_image_size
 
 from .partition import partition_dataset
 from .payload import check_subnet_arrays, region_shapes
@@ -74,36 +77,28 @@ def load_digits(image_size: int = 8, seed: int = 0, val_fraction: float = 0.1, t
 
     Args:
         image_size: side of the square images (bilinear resize from 8×8).
-        seed: seeds the stratified split.
+        seed: seeds the stratified split (``ws_core.data.stratified_split``).
         val_fraction / test_fraction: shares held out for validation (search, BN recalibration) and test.
 
-    The splits are built once per process and argument set (a ClientApp is called every round);
-    treat their tensors as read-only.
+    The images are standardised with the training split's mean and standard deviation (at 8×8, before
+    any resize). The splits are built once per process and argument set (a ClientApp is called every
+    round); treat their tensors as read-only.
     """
-    if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
-        raise ValueError(f"val_fraction and test_fraction must be in (0, 1) with a sum below 1, "
-                         f"got {val_fraction} and {test_fraction}")
-    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
-        raise ValueError(f"image_size must be an int >= 1, got {image_size!r}")
+    check_fraction("val_fraction", val_fraction)
+    check_fraction("test_fraction", test_fraction)
+    if val_fraction + test_fraction >= 1:
+        raise ValueError(f"val_fraction + test_fraction must be below 1, got {val_fraction} + {test_fraction}")
+    check_image_size(image_size)
     return _load_digits(image_size, int(seed), float(val_fraction), float(test_fraction))
 
 
 @functools.lru_cache(maxsize=4)
 def _load_digits(image_size: int, seed: int, val_fraction: float, test_fraction: float) -> DigitsSplits:
-    from sklearn.datasets import load_digits as _sk_load_digits
-    from sklearn.model_selection import train_test_split
-
-    data = _sk_load_digits()
-    x = torch.tensor(data.images, dtype=torch.float32).unsqueeze(1) / 16.0
-    y = torch.tensor(data.target, dtype=torch.int64)
-    idx = np.arange(len(y))
-    rest, test = train_test_split(idx, test_size=test_fraction, random_state=seed, stratify=data.target)
-    train, val = train_test_split(rest, test_size=val_fraction / (1 - test_fraction), random_state=seed,
-                                  stratify=data.target[rest])
+    x, y = ws_data.load_digits(8, channels=1)
+    rest, test = ws_data.stratified_split(y, test_fraction, seed=seed)
+    train, val = (rest[i] for i in ws_data.stratified_split(y[rest], val_fraction / (1 - test_fraction), seed=seed))
     mean, std = x[train].mean(), x[train].std()
-    x = (x - mean) / std
-    if image_size != x.shape[-1]:
-        x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False)
+    x = ws_data.resize_images((x - mean) / std, image_size)
 
     def part(i: np.ndarray) -> TensorDataset:
         i = torch.as_tensor(np.sort(i))

@@ -18,6 +18,7 @@ from .data import (
     CIFAR100DataModule,
     ClassificationDataModule,
     DigitsDataModule,
+    FashionMNISTDataModule,
     ImageFolderDataModule,
 )
 from .module import SuperNetModule
@@ -31,6 +32,7 @@ __all__ = [
     "ClassificationDataModule",
     "DelayedEpsilonShrinking",
     "DigitsDataModule",
+    "FashionMNISTDataModule",
     "ImageFolderDataModule",
     "ProgressiveShrinking",
     "SandwichRule",

