@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-
 import grpc
 import httpx
 import numpy as np
@@ -19,7 +17,7 @@ from tritonclient.grpc import service_pb2 as pb  # noqa: E402
 from tritonclient.grpc import service_pb2_grpc as pb_grpc  # noqa: E402
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
-from ws_serve.grpc_server import grpc_service, grpc_status  # noqa: E402
+from ws_serve.grpc_server import add_grpc_endpoint, grpc_status  # noqa: E402
 
 MODEL = "ws_ofa_mbv3_035_32"
 
@@ -29,17 +27,9 @@ def live(deployment, serve_in_thread):
     """HTTP and gRPC endpoints of one app (one Router) on free loopback ports: ``(http, grpc, router)``."""
     workers = make_local_workers(deployment, workers=1)
     app, router = build_app(deployment, workers, "slackfit", default_slo_ms=5000, overhead_ms=0.0)
-    where: dict[str, str] = {}
-
-    @contextlib.asynccontextmanager
-    async def grpc_endpoint():
-        async with grpc_service(router, deployment.model, "127.0.0.1", 0, grace_s=1, **app.state.limits) as port:
-            where["grpc"] = f"127.0.0.1:{port}"
-            yield
-
-    app.state.services.append(grpc_endpoint)
+    endpoint = add_grpc_endpoint(app, "127.0.0.1", 0, grace_s=1)
     with serve_in_thread(app) as address:
-        yield address, where["grpc"], router
+        yield address, endpoint.address, router
 
 
 @pytest.fixture(scope="module")

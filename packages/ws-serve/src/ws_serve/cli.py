@@ -97,15 +97,16 @@ def _serve(args: argparse.Namespace) -> None:
     sock.listen(2048)  # connections wait in the backlog until the server accepts them
     host, port = sock.getsockname()[:2]
 
-    @contextlib.asynccontextmanager
-    async def endpoints():  # entered in the server's event loop once the router runs
-        async with contextlib.AsyncExitStack() as stack:
-            grpc_port = None
-            if args.grpc_port is not None:
-                from .grpc_server import grpc_service
+    grpc_endpoint = None
+    if args.grpc_port is not None:
+        from .grpc_server import add_grpc_endpoint
 
-                grpc_port = await stack.enter_async_context(grpc_service(
-                    router, dep.model, args.host, args.grpc_port, grace_s=args.graceful_timeout, **app.state.limits))
+        grpc_endpoint = add_grpc_endpoint(app, args.host, args.grpc_port, grace_s=args.graceful_timeout)
+
+    @contextlib.asynccontextmanager
+    async def endpoints():  # entered in the server's event loop once the router (and gRPC) run
+        async with contextlib.AsyncExitStack() as stack:
+            grpc_port = None if grpc_endpoint is None else grpc_endpoint.port
             served = ", ".join(f"{s.id} (acc {s.accuracy:.4g})" for s in dep.served)
             grpc = "" if grpc_port is None else f" and gRPC {host}:{grpc_port}"
             print(f"ws-serve: serving {dep.model.name} at http://{host}:{port}{grpc} with {len(workers)} worker(s), "
@@ -330,8 +331,6 @@ def main(argv: list[str] | None = None) -> int:
 
         if args.policy.partition(":")[0] not in POLICIES:
             parser.error(f"run: --policy must be one of {sorted(POLICIES)} (or fixed:<subnet>), got {args.policy!r}")
-    handler = {"run": _run, "profile": _profile, "simulate": _simulate, "replay": _replay, "trace": _trace}
-    return handler[args.command](args)
         if args.grpc_port is not None:
             import importlib.util
 
@@ -339,6 +338,8 @@ def main(argv: list[str] | None = None) -> int:
                 parser.error(f"run: --grpc-port must be in [0, 65535] (0: any free port), got {args.grpc_port}")
             if importlib.util.find_spec("grpc") is None or importlib.util.find_spec("tritonclient") is None:
                 parser.error("run: --grpc-port needs grpcio and tritonclient[grpc]: pip install 'ws-serve[grpc]'")
+    handler = {"run": _run, "profile": _profile, "simulate": _simulate, "replay": _replay, "trace": _trace}
+    return handler[args.command](args)
 
 
 if __name__ == "__main__":

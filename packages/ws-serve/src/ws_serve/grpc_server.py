@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -43,7 +44,16 @@ from .server import (
     validate_infer_request,
 )
 
-__all__ = ["InferenceServicer", "grpc_service", "grpc_status", "request_json", "start_grpc_server"]
+__all__ = [
+    "GrpcEndpoint",
+    "InferenceServicer",
+    "add_grpc_endpoint",
+    "grpc_service",
+    "grpc_status",
+    "request_json",
+    "set_parameter",
+    "start_grpc_server",
+]
 
 _CODES = {400: grpc.StatusCode.INVALID_ARGUMENT, 404: grpc.StatusCode.NOT_FOUND,
           413: grpc.StatusCode.RESOURCE_EXHAUSTED, 415: grpc.StatusCode.INVALID_ARGUMENT,
@@ -62,7 +72,8 @@ def _value(param: pb.InferParameter) -> Any:
     return None if which is None else getattr(param, which)
 
 
-def _set(param: pb.InferParameter, value: Any) -> None:
+def set_parameter(param: pb.InferParameter, value: Any) -> None:
+    """Store ``value`` in the ``InferParameter`` field of its type (bool, int64, double, else string)."""
     if isinstance(value, bool):
         param.bool_param = value
     elif isinstance(value, int):
@@ -164,7 +175,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             raw_output_contents=[logits.tobytes()])
         overhead_ms = server_overhead_ms(result, arrival, submitted, router.clock())
         for key, value in infer_response_parameters(result, overhead_ms).items():
-            _set(response.parameters[key], value)
+            set_parameter(response.parameters[key], value)
         router.metrics.request_overhead("grpc", server_overhead_ms(result, arrival, submitted, router.clock()) / 1e3)
         return response
 
@@ -190,6 +201,40 @@ async def start_grpc_server(router: Router, model: ModelInfo, host: str = "127.0
         raise OSError(f"gRPC: cannot listen on {address}")
     await server.start()
     return server, bound
+
+
+@dataclass
+class GrpcEndpoint:
+    """The gRPC endpoint of an app (:func:`add_grpc_endpoint`); ``port`` is set once it listens."""
+
+    host: str
+    port: int | None = None
+
+    @property
+    def address(self) -> str | None:
+        """``host:port`` for clients, or ``None`` while not listening."""
+        if self.port is None:
+            return None
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def add_grpc_endpoint(app: Any, host: str = "127.0.0.1", port: int = 0, *, grace_s: float = 30.0) -> GrpcEndpoint:
+    """Serve the router and model of ``app`` (:func:`~ws_serve.server.create_app`) over gRPC for the app's
+    lifetime, with its limits; returns the endpoint, whose ``port`` is set when the app starts."""
+    endpoint = GrpcEndpoint(host)
+    router, model, limits = app.state.router, app.state.model, app.state.limits
+
+    @contextlib.asynccontextmanager
+    async def service() -> AsyncIterator[None]:
+        async with grpc_service(router, model, host, port, grace_s=grace_s, **limits) as bound:
+            endpoint.port = bound
+            try:
+                yield
+            finally:
+                endpoint.port = None
+
+    app.state.services.append(service)
+    return endpoint
 
 
 @contextlib.asynccontextmanager

@@ -121,9 +121,13 @@ def _got(value: Any, limit: int = 80) -> str:
 
 
 def _number(value: Any, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    try:
+        number = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+    except OverflowError:  # an integer beyond float
+        number = math.inf
+    if not math.isfinite(number):
         raise BadRequest(f"{what} must be a finite number, got {_got(value)}")
-    return float(value)
+    return number
 
 
 def _finite(array: np.ndarray, name: str) -> np.ndarray:
@@ -201,10 +205,15 @@ def validate_infer_request(req: Any, model: ModelInfo, *, binary: bytes = b"",
             raise BadRequest(f"input {name!r}: no tensor data; give 'data' (gRPC: contents), binary data "
                              f"(the binary_data_size parameter) or raw_input_contents")
         try:
-            with np.errstate(over="ignore"):  # numbers beyond FP32 become inf, rejected below by name
-                array = np.asarray(data, dtype=np.float32)
+            array = np.asarray(data)
         except (ValueError, TypeError, OverflowError):
-            raise BadRequest(f"input {name!r}: data must be numbers (FP32), nested or flat") from None
+            array = np.empty(0, dtype=object)
+        if array.dtype.kind not in "iuf":
+            got = {"U": "strings", "S": "bytes", "b": "booleans"}.get(
+                array.dtype.kind, "nulls, objects, lists of unequal lengths or integers beyond 64 bits")
+            raise BadRequest(f"input {name!r}: data must be numbers (FP32), nested or flat; got {got}")
+        with np.errstate(over="ignore"):  # numbers beyond FP32 become inf, rejected below by name
+            array = array.astype(np.float32, copy=False)
         if array.size != count:
             raise BadRequest(f"input {name!r}: shape {shape} needs {count} values, data has {array.size}")
         array = array.reshape(shape)
