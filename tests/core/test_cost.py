@@ -114,6 +114,37 @@ def test_profile_latency_rejects_bad_arguments(tiny_mbv3):
         profile_latency(net, [dict(net.space.min().to_dict(), kernel=[4] * 20)])
 
 
+def _fake_timer(durations_ms):
+    """A clock for ``profile_latency``: it reads the clock before and after each forward, so every
+    forward takes the next of ``durations_ms``."""
+    stamps, t = [], 0.0
+    for d in durations_ms:
+        stamps += [t, t + d / 1e3]
+        t += d / 1e3 + 1.0
+    return iter(stamps).__next__
+
+
+def test_profile_latency_keeps_the_minimum_median_over_rounds():
+    net = TinyNet()
+    cfg = {"resolution": 4, "depth": [1], "expand": [2]}
+    # rounds of 3 timed forwards: medians 6 (round 1: 5, 6, 7) and 4 (round 2: 2, 9, 4) -> 4, p90 of round 2: 9
+    lines = []
+    table = profile_latency(net, [cfg], warmup=0, repeats=3, rounds=2, progress=lines.append,
+                            timer=_fake_timer([5, 6, 7, 2, 9, 4]))
+    (e,) = table.entries
+    assert (e.median_ms, e.p90_ms, e.repeats, e.rounds) == pytest.approx((4.0, 9.0, 3, 2))
+    # one line per SubNet and round; this SubNet has 3456 + 6400 + 80 MACs (test_macs_and_params_by_hand)
+    assert lines == ["profiling SubNet 1/1 (0.0 MMACs) batch 1, round 1/2",
+                     "profiling SubNet 1/1 (0.0 MMACs) batch 1, round 2/2"]
+    # rounds sweep the whole table: round 1 times (batch 1, batch 2, ..., batch 4), then round 2 does again
+    table = profile_latency(net, [cfg], batch_sizes=(1, 2, 3, 4), warmup=0, repeats=1, rounds=2,
+                            progress=lines.append, timer=_fake_timer([1, 2, 3, 4, 0.5, 3, 2, 5]))
+    assert [e.median_ms for e in table.entries] == pytest.approx([0.5, 2, 2, 4])
+    assert lines[-1] == "profiling SubNet 1/1 (0.0 MMACs) batch 1..4, round 2/2"
+    with pytest.raises(ValueError, match="rounds >= 1, got 0, 1, 0"):
+        profile_latency(net, [cfg], warmup=0, repeats=1, rounds=0)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_latency_on_cuda_synchronises(tiny_mbv3):

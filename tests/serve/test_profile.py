@@ -1,21 +1,25 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import pytest
 import torch
 
-from ws_core.cost import CostModel, LatencyTable
+from ws_core.cost import CostModel, LatencyEntry, LatencyTable
 from ws_serve.profile import (
     PROXY_ACCURACY,
     Profile,
     ServedSet,
     latency_cache_path,
+    latency_inversions,
     pareto_served_set,
     profile_served,
     superserve_paper_profile,
 )
 from ws_serve.subnetact import SubNetAct
+
+POISON = 1e9  # a cached latency no measurement returns: tells a reused cache from a new measurement
 
 
 def test_pareto_served_set_spreads_over_the_cost_range(tiny_net):
@@ -78,22 +82,40 @@ def test_profile_served_measures_caches_and_reuses(tiny_net, configs, tmp_path):
     SubNetAct(tiny_net, served.configs)
     cache = latency_cache_path(tmp_path / "net.safetensors", "cpu")
     assert cache.name.startswith("net.safetensors.latency-cpu") and cache.suffix == ".json"
-    p = profile_served(tiny_net, served, max_batch=2, cache=cache, warmup=0, repeats=1)
+    lines = []
+    p = profile_served(tiny_net, served, max_batch=2, cache=cache, warmup=0, repeats=1, rounds=2,
+                       progress=lines.append)
     assert p.subnet_ids == tuple(served.ids) and p.max_batch == 2
+    assert p.monotone_in_macs is not None  # checked (whatever this machine's timings say)
     assert cache.is_file()
     table = LatencyTable.load(cache)
     assert {(e.subnet_id, e.batch_size) for e in table.entries} == {(i, b) for i in served.ids for b in (1, 2)}
+    assert all(e.rounds >= 2 for e in table.entries)
+    # progress: a header, then one line per SubNet and round from ws_core.cost.profile_latency
+    macs = [s.macs / 1e6 for s in served]
+    assert lines[0] == "latency profile: 2 SubNets x batch 1..2 on cpu, 2 round(s) of 1 timed forwards each"
+    assert f"profiling SubNet 1/2 ({macs[0]:.1f} MMACs) batch 1, 2, round 1/2" in lines
+    assert f"profiling SubNet 2/2 ({macs[1]:.1f} MMACs) batch 1, 2, round 2/2" in lines
     # poison the cached numbers: a reused cache must return them unchanged
     for e in table.entries:
-        object.__setattr__(e, "median_ms", 1000.0 + e.batch_size)
+        object.__setattr__(e, "median_ms", POISON + e.batch_size)
     table.save(cache)
-    again = profile_served(tiny_net, served, max_batch=2, cache=cache)
-    assert again.latency_ms == ((1001.0, 1002.0), (1001.0, 1002.0))
+    lines.clear()
+    again = profile_served(tiny_net, served, max_batch=2, cache=cache, rounds=2, progress=lines.append)
+    assert again.latency_ms == ((POISON + 1, POISON + 2), (POISON + 1, POISON + 2))
+    assert lines == [f"latency profile: reusing {cache}"]
+    # a cache with fewer rounds than asked for (e.g. written before rounds existed) is measured again
+    assert profile_served(tiny_net, served, max_batch=2, cache=cache, warmup=0, repeats=1,
+                          rounds=3).latency(0, 1) != POISON + 1
+    table = LatencyTable.load(cache)
+    for e in table.entries:
+        object.__setattr__(e, "median_ms", POISON + e.batch_size)
+    table.save(cache)
     # a larger batch range is not covered: measured again and the cache replaced
-    bigger = profile_served(tiny_net, served, max_batch=3, cache=cache, warmup=0, repeats=1)
-    assert bigger.max_batch == 3 and bigger.latency(0, 1) < 1000.0
+    bigger = profile_served(tiny_net, served, max_batch=3, cache=cache, warmup=0, repeats=1, rounds=1)
+    assert bigger.max_batch == 3 and bigger.latency(0, 1) != POISON + 1
     cache.write_text("{not json")
-    assert profile_served(tiny_net, served, max_batch=1, cache=cache, warmup=0, repeats=1).max_batch == 1
+    assert profile_served(tiny_net, served, max_batch=1, cache=cache, warmup=0, repeats=1, rounds=1).max_batch == 1
 
 
 def test_paper_profile_has_the_documented_shape():
@@ -107,3 +129,109 @@ def test_paper_profile_has_the_documented_shape():
     # P1 and P2: monotone in batch size and in accuracy
     assert all(list(r) == sorted(r) for r in p.latency_ms)
     assert all(p.latency(s, 8) < p.latency(s + 1, 8) for s in range(23))
+
+
+def test_latency_inversions_hand_computed():
+    ids = ["a", "b", "c"]
+    assert latency_inversions(ids, [1, 2, 3], [1.0, 2.0, 3.0]) == []
+    # a has fewer MACs than b and c but is slower than both; b vs c is in order
+    assert latency_inversions(ids, [1, 2, 3], [5.0, 2.0, 3.0]) == [("a", "b"), ("a", "c")]
+    # equal MACs are never an inversion; a 1% difference is within rtol = 0.02
+    assert latency_inversions(ids, [1, 1, 3], [2.0, 1.0, 3.0]) == []
+    assert latency_inversions(ids, [1, 2, 3], [1.0, 3.03, 3.0], rtol=0.02) == []
+    assert latency_inversions(ids, [1, 2, 3], [1.0, 3.03, 3.0]) == [("b", "c")]
+    with pytest.raises(ValueError, match="3 ids, 2 MACs and 3 latencies"):
+        latency_inversions(ids, [1, 2], [1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match="rtol must be >= 0, got -1"):
+        latency_inversions(ids, [1, 2, 3], [1.0, 2.0, 3.0], rtol=-1)
+
+
+class FakeMeasure:
+    """``measure(configs, batch_sizes)`` returning given latencies: ``rows[call][subnet id] = [L(1), L(2)]``
+    (the last call's rows repeat); records which SubNets each call measured."""
+
+    def __init__(self, *rows):
+        self.rows, self.calls = rows, []
+
+    def __call__(self, configs, batch_sizes):
+        rows = self.rows[min(len(self.calls), len(self.rows) - 1)]
+        self.calls.append([c.id for c in configs])
+        table = LatencyTable("cpu", "fake", "active")
+        table.entries = [LatencyEntry(c.id, c.to_dict(), b, rows[c.id][b - 1], rows[c.id][b - 1], 1, 3)
+                         for c in configs for b in batch_sizes]
+        return table
+
+
+@pytest.fixture
+def served3(tiny_net):
+    """Three SubNets of distinct MACs; ``ids`` in ascending MACs."""
+    space = tiny_net.space
+    cfgs = [space.min(), space.max(), space.sample(torch.Generator().manual_seed(3))]
+    served = ServedSet.from_accuracies(tiny_net, cfgs, [0.5, 0.9, 0.7])
+    macs = [s.macs for s in served]
+    assert len(set(macs)) == 3
+    return served, [s.id for s in sorted(served, key=lambda s: s.macs)]
+
+
+def test_profile_served_flags_latency_not_monotone_in_macs(tiny_net, served3):
+    served, (lo, mid, hi) = served3
+    # lo (fewest MACs) is the slowest at batch 2 in both measurements: re-measured once, then flagged
+    measure = FakeMeasure({lo: [1.0, 9.0], mid: [2.0, 4.0], hi: [3.0, 6.0]})
+    with pytest.warns(RuntimeWarning, match="not monotone in MACs"):
+        p = profile_served(tiny_net, served, max_batch=2, measure=measure)
+    assert measure.calls == [served.ids, served.ids]  # all three are involved: each measured twice, no more
+    assert p.monotone_in_macs is False and p.inversions == ((lo, mid), (lo, hi))
+    assert p.latency(p.index(lo), 2) == 9.0
+    # recorded in the profile JSON, and read back
+    d = json.loads(json.dumps(p.to_dict()))
+    assert d["monotone_in_macs"] is False and d["inversions"] == [[lo, mid], [lo, hi]]
+    assert Profile.from_dict(d) == p
+
+
+def test_profile_served_remeasures_once_and_keeps_the_faster_median(tiny_net, served3):
+    served, (lo, mid, hi) = served3
+    # first measurement: mid slower than hi at batch 2 (8 > 6); only mid and hi are measured again and
+    # mid now takes 5: the minimum of the two medians is monotone -> no warning
+    measure = FakeMeasure({lo: [1.0, 2.0], mid: [2.0, 8.0], hi: [3.0, 6.0]},
+                          {lo: [0.1, 0.1], mid: [2.5, 5.0], hi: [3.5, 7.0]})
+    lines = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        p = profile_served(tiny_net, served, max_batch=2, measure=measure, progress=lines.append)
+    assert measure.calls == [served.ids, [i for i in served.ids if i in (mid, hi)]]
+    assert p.monotone_in_macs is True and p.inversions == ()
+    # lo was not re-measured; mid keeps min(8, 5) = 5 and min(2, 2.5) = 2; hi keeps 3 and 6
+    assert p.latency_ms[p.index(lo)] == (1.0, 2.0)
+    assert p.latency_ms[p.index(mid)] == (2.0, 5.0)
+    assert p.latency_ms[p.index(hi)] == (3.0, 6.0)
+    assert lines[1] == ("latency profile: latency at batch 2 is not monotone in MACs (1 pair(s)); "
+                        "re-measuring 2 SubNet(s) once")
+    # within the relative tolerance (2%): not an inversion, measured once
+    measure = FakeMeasure({lo: [1.0, 2.0], mid: [2.0, 6.1], hi: [3.0, 6.0]})
+    assert profile_served(tiny_net, served, max_batch=2, measure=measure).monotone_in_macs is True
+    assert len(measure.calls) == 1
+
+
+def test_profile_json_is_backward_compatible(tmp_path):
+    old = {"subnet_ids": ["a", "b"], "accuracies": [1.0, 2.0], "latency_ms": [[1.0, 2.0], [2.0, 3.0]],
+           "device": "cpu", "note": "measured"}
+    p = Profile.from_dict(old)
+    assert p.monotone_in_macs is None and p.inversions == ()
+    assert p.to_dict() == dict(old, monotone_in_macs=None, inversions=[])
+    flagged = p.with_macs_check(False, [("a", "b")])
+    flagged.save(tmp_path / "p.json")
+    assert Profile.load(tmp_path / "p.json") == flagged
+    assert flagged.monotone().inversions == (("a", "b"),) and flagged.restrict(1).monotone_in_macs is False
+    with pytest.raises(ValueError, match="monotone_in_macs must be true, false or null"):
+        Profile.from_dict(dict(old, monotone_in_macs="no"))
+    with pytest.raises(ValueError, match=r"inversions must be \[id_a, id_b\] pairs"):
+        Profile.from_dict(dict(old, inversions=[["a"]]))
+    # a latency table written before rounds existed loads with rounds = 1
+    table = {"device": "cpu", "device_name": "x", "mode": "active", "torch_version": "2", "threads": 1,
+             "entries": [{"subnet_id": "a", "config": {}, "batch_size": 1, "median_ms": 1.0, "p90_ms": 1.0,
+                          "repeats": 5}]}
+    assert LatencyTable.from_dict(table).entries[0].rounds == 1
+
+
+def test_synthetic_profile_is_not_checked():
+    assert superserve_paper_profile().monotone_in_macs is None

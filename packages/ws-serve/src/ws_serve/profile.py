@@ -7,8 +7,13 @@
   ``n`` SubNets evenly spread in MACs.
 * :class:`Profile` — what the scheduling policies read: per served SubNet its accuracy and its
   latency at every batch size ``1..B_max``. :func:`profile_served` measures it with
-  :func:`ws_core.cost.profile_latency` (the SubNetAct path, on the serving device) and caches the
+  :func:`ws_core.cost.profile_latency` (the SubNetAct path, on the serving device; the minimum over
+  ``rounds`` of per-round medians), reports progress through a ``progress`` callback, and caches the
   table as JSON next to the checkpoint (:func:`latency_cache_path`).
+* Trust check: latency at the largest batch should grow with MACs over the served set.
+  :func:`latency_inversions` lists the pairs where it does not; :func:`profile_served` re-measures
+  the SubNets involved once, and if inversions remain, warns and records them in the profile
+  (``monotone_in_macs: false``, ``inversions: [[id_a, id_b], ...]``).
 * :func:`superserve_paper_profile` — a synthetic profile modelled on the numbers of the SuperServe
   paper, for simulating at the paper's scale on any machine.
 
@@ -24,8 +29,9 @@ import math
 import os
 import platform
 import re
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +48,7 @@ __all__ = [
     "ServedSet",
     "ServedSubNet",
     "latency_cache_path",
+    "latency_inversions",
     "pareto_served_set",
     "profile_served",
     "superserve_paper_profile",
@@ -238,6 +245,9 @@ class Profile:
         latency_ms: ``latency_ms[s][b - 1]``: latency of a batch of ``b`` queries, ``b = 1..B_max``.
         device: where it was measured.
         note: provenance (e.g. "measured", "synthetic: ...").
+        monotone_in_macs: whether latency at the largest batch grew with MACs when measured (``None``:
+            not checked, e.g. a synthetic profile or a file written before the check existed).
+        inversions: the (lower-MACs SubNet, higher-MACs SubNet) id pairs where it did not.
     """
 
     subnet_ids: tuple[str, ...]
@@ -245,6 +255,8 @@ class Profile:
     latency_ms: tuple[tuple[float, ...], ...]
     device: str = "unknown"
     note: str = ""
+    monotone_in_macs: bool | None = None
+    inversions: tuple[tuple[str, str], ...] = ()
     _index: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -267,6 +279,7 @@ class Profile:
         object.__setattr__(self, "subnet_ids", ids)
         object.__setattr__(self, "accuracies", acc)
         object.__setattr__(self, "latency_ms", lat)
+        object.__setattr__(self, "inversions", tuple((str(a), str(b)) for a, b in self.inversions))
         self._index.update({sid: i for i, sid in enumerate(ids)})
 
     @property
@@ -290,13 +303,21 @@ class Profile:
     def monotone(self) -> Profile:
         """The profile with latency made non-decreasing in batch size (property P1), as a running max."""
         rows = tuple(tuple(itertools.accumulate(row, max)) for row in self.latency_ms)
-        return Profile(self.subnet_ids, self.accuracies, rows, self.device, self.note)
+        return self._with_rows(rows)
 
     def restrict(self, max_batch: int) -> Profile:
         if not 1 <= max_batch <= self.max_batch:
             raise ValueError(f"Profile.restrict: max_batch must be in [1, {self.max_batch}], got {max_batch}")
-        return Profile(self.subnet_ids, self.accuracies, tuple(r[:max_batch] for r in self.latency_ms),
-                       self.device, self.note)
+        return self._with_rows(tuple(r[:max_batch] for r in self.latency_ms))
+
+    def _with_rows(self, rows: tuple[tuple[float, ...], ...]) -> Profile:
+        return Profile(self.subnet_ids, self.accuracies, rows, self.device, self.note, self.monotone_in_macs,
+                       self.inversions)
+
+    def with_macs_check(self, monotone_in_macs: bool | None, inversions: Iterable[tuple[str, str]] = ()) -> Profile:
+        """This profile with the result of the latency-vs-MACs check recorded."""
+        return Profile(self.subnet_ids, self.accuracies, self.latency_ms, self.device, self.note,
+                       monotone_in_macs, tuple(inversions))
 
     @classmethod
     def from_table(cls, table: LatencyTable, served: ServedSet, monotone: bool = True) -> Profile:
@@ -319,13 +340,22 @@ class Profile:
 
     def to_dict(self) -> dict[str, Any]:
         return {"subnet_ids": list(self.subnet_ids), "accuracies": list(self.accuracies),
-                "latency_ms": [list(r) for r in self.latency_ms], "device": self.device, "note": self.note}
+                "latency_ms": [list(r) for r in self.latency_ms], "device": self.device, "note": self.note,
+                "monotone_in_macs": self.monotone_in_macs, "inversions": [list(p) for p in self.inversions]}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Profile:
+        """Inverse of :meth:`to_dict`; fields added later (``monotone_in_macs``, ``inversions``) default."""
         try:
+            monotone = d.get("monotone_in_macs")
+            inversions = d.get("inversions") or ()
+            if monotone not in (None, True, False):
+                raise ValueError(f"Profile: monotone_in_macs must be true, false or null, got {monotone!r}")
+            if any(len(pair) != 2 for pair in inversions):
+                raise ValueError(f"Profile: inversions must be [id_a, id_b] pairs, got {inversions!r}")
             return cls(tuple(d["subnet_ids"]), tuple(d["accuracies"]), tuple(tuple(r) for r in d["latency_ms"]),
-                       str(d.get("device", "unknown")), str(d.get("note", "")))
+                       str(d.get("device", "unknown")), str(d.get("note", "")), monotone,
+                       tuple((a, b) for a, b in inversions))
         except KeyError as e:
             raise ValueError(f"Profile: missing field {e}") from None
 
@@ -351,10 +381,53 @@ def latency_cache_path(checkpoint: str | os.PathLike, device: torch.device | str
     return Path(f"{os.fspath(checkpoint)}.latency-{slug}.json")
 
 
-def _table_covers(table: LatencyTable, ids: Iterable[str], batches: Iterable[int], device: torch.device) -> bool:
-    have = {(e.subnet_id, e.batch_size) for e in table.entries}
+def _table_covers(table: LatencyTable, ids: Iterable[str], batches: Iterable[int], device: torch.device,
+                  rounds: int = 1) -> bool:
+    have = {(e.subnet_id, e.batch_size): e.rounds for e in table.entries}
     return (table.device_name == _device_name(device) and table.threads == torch.get_num_threads()
-            and table.mode == "active" and all((i, b) in have for i in ids for b in batches))
+            and table.mode == "active" and all(have.get((i, b), 0) >= rounds for i in ids for b in batches))
+
+
+def latency_inversions(
+    ids: Sequence[str], macs: Sequence[float], latency_ms: Sequence[float], rtol: float = 0.0
+) -> list[tuple[str, str]]:
+    """Pairs ``(a, b)`` with ``macs[a] < macs[b]`` but ``latency[a] > latency[b] * (1 + rtol)``.
+
+    Pure function; ``ids``, ``macs`` and ``latency_ms`` are parallel (one entry per SubNet, e.g. the
+    latency at the largest batch). Pairs come in the order of ``ids``.
+    """
+    if not len(ids) == len(macs) == len(latency_ms):
+        raise ValueError(f"latency_inversions: {len(ids)} ids, {len(macs)} MACs and {len(latency_ms)} latencies")
+    if rtol < 0:
+        raise ValueError(f"latency_inversions: rtol must be >= 0, got {rtol}")
+    n = range(len(ids))
+    return [(ids[a], ids[b]) for a in n for b in n
+            if macs[a] < macs[b] and latency_ms[a] > latency_ms[b] * (1 + rtol)]
+
+
+def _merge_min(table: LatencyTable, again: LatencyTable) -> LatencyTable:
+    """``table`` with every entry measured again replaced by the faster of the two medians."""
+    new = {(e.subnet_id, e.batch_size): e for e in again.entries}
+    entries = []
+    for e in table.entries:
+        o = new.get((e.subnet_id, e.batch_size))
+        if o is not None:
+            faster = o if o.median_ms < e.median_ms else e
+            e = replace(e, median_ms=faster.median_ms, p90_ms=faster.p90_ms, rounds=e.rounds + o.rounds)
+        entries.append(e)
+    return LatencyTable(table.device, table.device_name, table.mode, table.torch_version, table.threads, entries)
+
+
+def _macs_check(table: LatencyTable, served: ServedSet, max_batch: int, rtol: float) -> list[tuple[str, str]] | None:
+    """Inversions of latency at ``max_batch`` vs MACs over ``served`` (``None`` if some MACs are unknown)."""
+    if any(s.macs <= 0 for s in served):
+        return None
+    by_key = {(e.subnet_id, e.batch_size): e.median_ms for e in table.entries}
+    return latency_inversions(served.ids, [s.macs for s in served], [by_key[(i, max_batch)] for i in served.ids],
+                              rtol)
+
+
+Measure = Callable[[list[SubNetConfig], list[int]], LatencyTable]
 
 
 def profile_served(
@@ -366,34 +439,71 @@ def profile_served(
     device: torch.device | str | None = None,
     warmup: int = 3,
     repeats: int = 10,
+    rounds: int = 3,
+    inversion_rtol: float = 0.02,
+    progress: Callable[[str], None] | None = None,
+    measure: Measure | None = None,
 ) -> Profile:
     """Measure (or reuse) the latency of every served SubNet at batch sizes ``1..max_batch``.
 
-    ``net`` should have SubNetAct inserted so the served path is what gets timed. With ``cache``, a
-    table measured earlier on the same device name, thread count and covering every (SubNet, batch)
-    is reused; otherwise the new table is written there (atomically).
+    ``net`` should have SubNetAct inserted so the served path is what gets timed. Each latency is the
+    minimum over ``rounds`` rounds of the median of ``repeats`` timed forwards
+    (:func:`ws_core.cost.profile_latency`). With ``cache``, a table measured earlier on the same device
+    name and thread count, with at least ``rounds`` rounds, covering every (SubNet, batch) is reused;
+    otherwise the new table is written there (atomically).
+
+    Trust check: if latency at ``max_batch`` is not monotone in MACs over the served set (a pair whose
+    lower-MACs SubNet is slower by more than ``inversion_rtol``), the SubNets involved are measured once
+    more (keeping the lower median per entry); inversions that remain are warned about
+    (``RuntimeWarning``) and recorded in the profile (``monotone_in_macs``, ``inversions``).
+
+    Args:
+        progress: called with one line per step (e.g. ``print``), so start-up is not silent.
+        measure: ``measure(configs, batch_sizes) -> LatencyTable``; default
+            :func:`ws_core.cost.profile_latency` with the arguments above (injectable for tests).
     """
     if max_batch < 1:
         raise ValueError(f"profile_served: max_batch must be >= 1, got {max_batch}")
+    if rounds < 1:
+        raise ValueError(f"profile_served: rounds must be >= 1, got {rounds}")
     device = torch.device(device) if device is not None else next(net.parameters()).device
-    batches = range(1, max_batch + 1)
+    batches = list(range(1, max_batch + 1))
+    say = progress if progress is not None else (lambda _msg: None)
+    if measure is None:
+        def measure(configs: list[SubNetConfig], batch_sizes: list[int]) -> LatencyTable:
+            return profile_latency(net, configs, batch_sizes=batch_sizes, device=device, warmup=warmup,
+                                   repeats=repeats, mode="active", rounds=rounds, progress=progress)
     table = None
     if cache is not None and Path(cache).is_file():
         try:
             cached = LatencyTable.load(cache)
         except (ValueError, TypeError, KeyError, json.JSONDecodeError):
             cached = None  # unreadable cache: measure again and overwrite it
-        if cached is not None and _table_covers(cached, served.ids, batches, device):
+        if cached is not None and _table_covers(cached, served.ids, batches, device, rounds):
             table = cached
+            say(f"latency profile: reusing {cache}")
     if table is None:
-        table = profile_latency(net, served.configs, batch_sizes=list(batches), device=device,
-                                warmup=warmup, repeats=repeats, mode="active")
+        say(f"latency profile: {len(served)} SubNets x batch 1..{max_batch} on {device}, {rounds} round(s) of "
+            f"{repeats} timed forwards each")
+        table = measure(served.configs, batches)
+        inversions = _macs_check(table, served, max_batch, inversion_rtol)
+        if inversions:
+            again = [s.config for s in served if any(s.id in pair for pair in inversions)]
+            say(f"latency profile: latency at batch {max_batch} is not monotone in MACs ({len(inversions)} "
+                f"pair(s)); re-measuring {len(again)} SubNet(s) once")
+            table = _merge_min(table, measure(again, batches))
         if cache is not None:
             table.save(cache)
     keep = set(served.ids)
     table = LatencyTable(table.device, table.device_name, table.mode, table.torch_version, table.threads,
                          [e for e in table.entries if e.subnet_id in keep and e.batch_size <= max_batch])
-    return Profile.from_table(table, served)
+    inversions = _macs_check(table, served, max_batch, inversion_rtol)
+    profile = Profile.from_table(table, served)
+    if inversions:
+        warnings.warn(f"profile_served: on {profile.device}, latency at batch {max_batch} is not monotone in MACs "
+                      f"(a SubNet with fewer MACs is slower) for {len(inversions)} pair(s): {inversions}; "
+                      f"the policies use the measured latencies as they are", RuntimeWarning, stacklevel=2)
+    return profile.with_macs_check(None if inversions is None else not inversions, inversions or ())
 
 
 def superserve_paper_profile(num_subnets: int = 24, max_batch: int = 16) -> Profile:
