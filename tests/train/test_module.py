@@ -15,7 +15,8 @@ from ws_train import SandwichRule, SuperNetModule
 def test_rejects_what_is_not_a_supernet():
     with pytest.raises(TypeError, match=r"supernet must be a ws_core.SuperNet or the name .*got Linear"):
         SuperNetModule(nn.Linear(2, 2))
-    with pytest.raises(ValueError, match=r"unknown SuperNet 'ws_nope'; allowed: \['ws_ofa_mbv3_035_32'"):
+    with pytest.raises(ValueError,
+                       match=r"unknown SuperNet 'ws_nope'; allowed: \['ws_ofa_mbv3_035_28', 'ws_ofa_mbv3_035_32'"):
         SuperNetModule("ws_nope")
     with pytest.raises(TypeError, match=r"model 'mobilenetv3_small_050' is a MobileNetV3, not a ws_core.SuperNet"):
         SuperNetModule("mobilenetv3_small_050")
@@ -95,3 +96,45 @@ def test_save_supernet_writes_a_ws_core_checkpoint(kit, tmp_path):
     load_checkpoint(fresh, path)
     for (k, a), b in zip(module.supernet.state_dict().items(), fresh.state_dict().values()):
         assert torch.equal(a, b), k
+
+
+def test_val_metrics_are_the_max_subnets_with_recalibrated_bn_and_running_stats_are_put_back(kit):
+    from ws_core.bn import snapshot_bn_buffers
+    from ws_train import SandwichRule, SubNetValidation
+
+    torch.manual_seed(0)
+    module = kit.module(val_bn_batches=2)
+    check = SubNetValidation(("max",), bn_batches=2)
+    trainer = kit.trainer(callbacks=[SandwichRule(), check], limit_val_batches=None)
+    data = kit.data()
+    trainer.fit(module, data)
+    before = snapshot_bn_buffers(module.supernet)
+    metrics = trainer.validate(module, data, verbose=False)[0]
+    # the same recalibration (same batches) as SubNetValidation's for the max SubNet: the same accuracy
+    assert metrics["val/acc"] == pytest.approx(check.accuracy("max"))
+    after = snapshot_bn_buffers(module.supernet)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    # without recalibration the running statistics (every SubNet's mixed) are used: another number
+    plain = kit.module(val_bn_batches=0)
+    plain.load_state_dict(module.state_dict())
+    plain_metrics = trainer.validate(plain, data, verbose=False)[0]
+    assert plain_metrics["val/loss"] != pytest.approx(metrics["val/loss"])
+
+
+def test_channels_last_training_matches_and_keeps_the_format(kit):
+    torch.manual_seed(0)
+    a = kit.module()
+    torch.manual_seed(0)
+    b = kit.module(channels_last=True)
+    for m in (a, b):
+        kit.trainer(max_steps=2).fit(m, kit.data())
+    # the same updates up to float rounding (different reduction orders in the kernels)
+    for (name, p), q in zip(a.supernet.named_parameters(), b.supernet.parameters()):
+        torch.testing.assert_close(p, q, atol=3e-3, rtol=1e-2, msg=name)
+    conv = b.supernet.stem.conv.conv.weight
+    assert conv.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_val_bn_batches_is_checked(kit):
+    with pytest.raises(ValueError, match=r"val_bn_batches must be an integer >= 0, got -1"):
+        kit.module(val_bn_batches=-1)

@@ -9,7 +9,8 @@ import ws_train
 PUBLIC = {
     "ws_train": [
         "CIFAR100DataModule", "CIFAR10DataModule", "ClassificationDataModule", "DelayedEpsilonShrinking",
-        "DigitsDataModule", "ImageFolderDataModule", "ProgressiveShrinking", "SandwichRule", "ShrinkingPolicy",
+        "DigitsDataModule", "FashionMNISTDataModule", "ImageFolderDataModule", "ProgressiveShrinking",
+        "SandwichRule", "ShrinkingPolicy",
         "SubNetTask", "SubNetValidation", "SuperNetModule",
     ],
     "ws_train.schedules": [
@@ -23,9 +24,9 @@ PUBLIC = {
     "ws_train.policies": ["OFA_PHASES", "DelayedEpsilonShrinking", "ProgressiveShrinking", "SandwichRule",
                           "ShrinkingPhase", "ShrinkingPolicy"],
     "ws_train.module": ["SuperNetModule", "build_supernet", "run_length"],
-    "ws_train.validation": ["SubNetValidation"],
+    "ws_train.validation": ["SubNetValidation", "calibration_loader"],
     "ws_train.data": ["CIFAR100DataModule", "CIFAR10DataModule", "ClassificationDataModule", "DigitsDataModule",
-                      "ImageFolderDataModule", "load_digits_images"],
+                      "FashionMNISTDataModule", "ImageFolderDataModule", "TensorImageDataset", "load_digits_images"],
     "ws_train.cli": ["DATA_ALIASES", "POLICY_ALIASES", "SuperNetCLI", "main", "normalize_args"],
 }
 

@@ -21,7 +21,24 @@ from torch import Tensor, nn
 from .config import SubNetConfig
 from .supernet import SuperNet, iter_active_modules
 
-__all__ = ["BNStatistics", "collect_bn_statistics", "recalibrate_bn"]
+__all__ = ["BNStatistics", "collect_bn_statistics", "recalibrate_bn", "restore_bn_buffers", "snapshot_bn_buffers"]
+
+
+def snapshot_bn_buffers(net: nn.Module) -> dict[str, Tensor]:
+    """A copy of every BatchNorm buffer of ``net`` (running mean / var, batch counter), for
+    :func:`restore_bn_buffers` — e.g. around a recalibration that must not change a training run."""
+    return {f"{name}.{b}": getattr(m, b).detach().clone()
+            for name, m in net.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+            for b in ("running_mean", "running_var", "num_batches_tracked") if getattr(m, b, None) is not None}
+
+
+def restore_bn_buffers(net: nn.Module, snapshot: Mapping[str, Tensor]) -> None:
+    """Write a :func:`snapshot_bn_buffers` copy back into ``net``, in place."""
+    modules = dict(net.named_modules())
+    with torch.no_grad():
+        for key, value in snapshot.items():
+            name, buf = key.rsplit(".", 1)
+            getattr(modules[name], buf).copy_(value)
 
 
 def _active_batchnorms(net: SuperNet) -> list[tuple[str, nn.modules.batchnorm._BatchNorm]]:

@@ -99,6 +99,12 @@ class SuperNetModule(L.LightningModule):
         kd_ratio: weight of the teacher term in OFA's ``teacher_kd`` loss (``CE + kd_ratio · KD``).
         grad_clip_norm: clip the accumulated gradient to this norm before the step (``None``: no clipping).
         seed: seeds each step's forked RNG (dropout) together with the global step and rank.
+        val_bn_batches: ``val/loss`` and ``val/acc`` are the max SubNet's, with its BN statistics
+            recalibrated on this many training batches at the start of each validation epoch (the
+            SuperNet's running statistics mix every SubNet trained; they are put back afterwards);
+            ``0`` validates with the running statistics as they are.
+        channels_last: train and validate in ``torch.channels_last`` memory format (faster depthwise
+            convolutions on CPU; same values up to rounding).
 
     Example::
 
@@ -127,8 +133,12 @@ class SuperNetModule(L.LightningModule):
         kd_ratio: float = 1.0,
         grad_clip_norm: float | None = None,
         seed: int = 0,
+        val_bn_batches: int = 4,
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
+        if isinstance(val_bn_batches, bool) or not isinstance(val_bn_batches, int) or val_bn_batches < 0:
+            raise ValueError(f"val_bn_batches must be an integer >= 0, got {val_bn_batches!r}")
         if optimizer not in _OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {list(_OPTIMIZERS)}, got {optimizer!r}")
         if lr_schedule not in _LR_SCHEDULES:
@@ -173,10 +183,21 @@ class SuperNetModule(L.LightningModule):
         self._elastic_resolution = "resolution" in space.names and len(space["resolution"].choices) > 1
         self._total_steps = 1
         self._warmup_steps = 0
+        self._val_snapshot: dict[str, Tensor] | None = None
+        self._val_stats: Any = None  # the max SubNet's recalibrated BNStatistics during a validation epoch
+        if channels_last:
+            net.to(memory_format=torch.channels_last)
 
     # Plain forward ---------------------------------------------------------------------------------
     def forward(self, x: Tensor) -> Tensor:
         return self.supernet(x)
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # channel sorting writes new, contiguous tensors: keep the weights channels_last
+        if self.hparams.get("channels_last"):
+            w = next((m.weight for m in self.supernet.modules() if isinstance(m, nn.Conv2d)), None)
+            if w is not None and not w.is_contiguous(memory_format=torch.channels_last):
+                self.supernet.to(memory_format=torch.channels_last)
 
     # Learning-rate schedule ------------------------------------------------------------------------
     def lr_at(self, step: int) -> float:
@@ -286,6 +307,8 @@ class SuperNetModule(L.LightningModule):
             return soft_targets(teacher(x), self.hparams.kd_temperature)
 
     def _resize(self, x: Tensor, cfg: Mapping[str, Any]) -> Tensor:
+        if self.hparams.get("channels_last") and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
         if not self._elastic_resolution:
             return x
         r = int(cfg["resolution"])
@@ -317,12 +340,31 @@ class SuperNetModule(L.LightningModule):
 
     # Evaluation ------------------------------------------------------------------------------------
     def on_validation_epoch_start(self) -> None:
-        self.supernet.activate(self.supernet.space.max())
+        net = self.supernet
+        net.activate(net.space.max())
+        if self.hparams.get("val_bn_batches", 0) and self._trainer is not None:
+            from ws_core.bn import recalibrate_bn, snapshot_bn_buffers
+
+            from .validation import calibration_loader
+
+            self._val_snapshot = snapshot_bn_buffers(net)
+            self._val_stats = recalibrate_bn(net, calibration_loader(self.trainer), net.space.max(),
+                                             num_batches=self.hparams.val_bn_batches, device=self.device)
+
+    def on_validation_epoch_end(self) -> None:
+        if self._val_snapshot is not None:
+            from ws_core.bn import restore_bn_buffers
+
+            restore_bn_buffers(self.supernet, self._val_snapshot)
+        self._val_snapshot = self._val_stats = None
 
     def validation_step(self, batch: Any, batch_idx: int) -> Tensor:
-        """Loss and accuracy of the max net with the SuperNet's running BN statistics (not recalibrated;
-        :class:`~ws_train.SubNetValidation` gives recalibrated per-SubNet accuracies)."""
+        """Loss and accuracy of the max SubNet, with its BN statistics recalibrated (``val_bn_batches``)
+        or, with ``val_bn_batches=0``, the SuperNet's running statistics; per-SubNet accuracies come from
+        :class:`~ws_train.SubNetValidation`."""
         x, y = batch[0], batch[1]
+        if self._val_stats is not None:  # callbacks may have swapped statistics in between batches
+            self._val_stats.apply(self.supernet)
         logits = self.supernet(self._resize(x, self.supernet.active))
         loss = F.cross_entropy(logits, y)
         self.log("val/loss", loss, prog_bar=True, sync_dist=True)

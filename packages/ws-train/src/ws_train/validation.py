@@ -22,17 +22,33 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.trainer.states import TrainerFn
-from torch import Tensor, nn
+from torch import Tensor
 from torchmetrics.classification import MulticlassAccuracy
 
 from ws_core import SubNetConfig, SuperNet
-from ws_core.bn import BNStatistics, recalibrate_bn
+from ws_core.bn import BNStatistics, recalibrate_bn, restore_bn_buffers, snapshot_bn_buffers
 
 from .sampling import subnet_generator
 
-__all__ = ["SubNetValidation"]
+__all__ = ["SubNetValidation", "calibration_loader"]
 
 _NAMED = ("min", "max")
+
+
+def calibration_loader(trainer: L.Trainer) -> Any:
+    """The loader BN recalibration reads: the datamodule's ``calibration_dataloader()`` (training images
+    in a fixed order), else the training loader."""
+    dm = trainer.datamodule
+    if dm is not None and hasattr(dm, "calibration_dataloader"):
+        return dm.calibration_dataloader()
+    if trainer.train_dataloader is not None:
+        return trainer.train_dataloader
+    if dm is not None:
+        return dm.train_dataloader()
+    raise ValueError(
+        "BN recalibration reads training data: give the Trainer a datamodule "
+        "(with calibration_dataloader() or train_dataloader()) or a train dataloader"
+    )
 
 
 def _supernet_of(pl_module: L.LightningModule) -> SuperNet:
@@ -160,10 +176,10 @@ class SubNetValidation(Callback):
             return
         net = _supernet_of(pl_module)
         self._active = net.active
-        self._saved = self._bn_buffers(net)
+        self._saved = snapshot_bn_buffers(net)
         for sid, cfg in self.subnets.items():
             # a fresh loader per SubNet: a datamodule's calibration loader then gives every SubNet the same images
-            loader = self._calibration_loader(trainer)
+            loader = calibration_loader(trainer)
             self._stats[sid] = recalibrate_bn(net, loader, cfg, num_batches=self.bn_batches, device=pl_module.device)
         self._restore(net)
         num_classes = getattr(net, "num_classes", None)
@@ -212,36 +228,12 @@ class SubNetValidation(Callback):
                 return self.results[sid]
         return self.results[which]
 
-    @staticmethod
-    def _bn_buffers(net: nn.Module) -> dict[str, Tensor]:
-        return {f"{name}.{b}": getattr(m, b).detach().clone()
-                for name, m in net.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
-                for b in ("running_mean", "running_var", "num_batches_tracked") if getattr(m, b, None) is not None}
-
     def _restore(self, net: SuperNet) -> None:
         if self._saved is None:
             return
-        modules = dict(net.named_modules())
-        with torch.no_grad():
-            for key, value in self._saved.items():
-                name, buf = key.rsplit(".", 1)
-                getattr(modules[name], buf).copy_(value)
+        restore_bn_buffers(net, self._saved)
         if self._active is not None:
             net.activate(self._active)
-
-    @staticmethod
-    def _calibration_loader(trainer: L.Trainer) -> Any:
-        dm = trainer.datamodule
-        if dm is not None and hasattr(dm, "calibration_dataloader"):
-            return dm.calibration_dataloader()
-        if trainer.train_dataloader is not None:
-            return trainer.train_dataloader
-        if dm is not None:
-            return dm.train_dataloader()
-        raise ValueError(
-            "SubNetValidation recalibrates BN on training data: give the Trainer a datamodule "
-            "(with calibration_dataloader() or train_dataloader()) or a train dataloader"
-        )
 
     def state_dict(self) -> dict[str, Any]:
         return {"history": [dict(h, acc=dict(h["acc"])) for h in self.history]}

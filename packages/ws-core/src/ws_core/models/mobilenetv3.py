@@ -16,6 +16,7 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from torch import Tensor, nn
 
 from ..config import SubNetConfig
+from ..data import FASHION_MNIST_MEAN, FASHION_MNIST_STD
 from ..elastic import (
     ElasticBatchNorm2d,
     ElasticBlock,
@@ -39,8 +40,6 @@ BASE_STAGE_WIDTH = (16, 16, 24, 40, 80, 112, 160, 960, 1280)
 STAGE_ACT = ("relu", "relu", "h_swish", "h_swish", "h_swish")
 STAGE_SE = (False, True, False, True, True)
 IMAGENET_STRIDES = (2, 2, 2, 1, 2)
-# Fashion-MNIST's grey-level mean / std (on its 60,000 training images), replicated to 3 channels
-FASHION_MNIST_MEAN, FASHION_MNIST_STD = (0.2860,) * 3, (0.3530,) * 3
 CIFAR_STRIDES = (1, 2, 2, 1, 2)
 
 
@@ -243,7 +242,7 @@ default_cfgs = generate_default_cfgs({
     "ws_ofa_mbv3_100_32": cifar_cfg("stem.conv.conv"),
     "ws_ofa_mbv3_035_32": cifar_cfg("stem.conv.conv"),
     "ws_ofa_mbv3_035_28": imagenet_cfg("stem.conv.conv", num_classes=10, input_size=(3, 28, 28), pool_size=(2, 2),
-                                       crop_pct=1.0, mean=FASHION_MNIST_MEAN, std=FASHION_MNIST_STD),
+                                       crop_pct=1.0, mean=FASHION_MNIST_MEAN * 3, std=FASHION_MNIST_STD * 3),
 })
 
 
