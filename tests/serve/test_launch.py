@@ -30,8 +30,7 @@ def test_server_process_yields_a_ready_loopback_server_and_stops_it(tmp_path):
         client = grpcclient.InferenceServerClient(ends.grpc)
         assert client.is_server_ready() and client.is_model_ready("ws_ofa_mbv3_035_32")
         client.close()
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        ["net.safetensors", "net.safetensors.served.json", "serve.log", *[p.name for p in tmp_path.glob("*latency*")]])
+    assert not [p for p in tmp_path.iterdir() if "ready" in p.name or p.name.endswith(".tmp")]
 
 
 def test_ready_file_is_written_whole_and_read_back(tmp_path):
