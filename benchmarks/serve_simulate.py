@@ -7,8 +7,10 @@ trace compressed to 120 s at a mean of 6,400 q/s. The MAF-format trace is genera
 downloaded here). The profile is ``superserve_paper_profile()``: a *synthetic* accuracy/latency
 profile modelled on the paper's published OFA-ResNet-50 numbers, not a measurement.
 
-Policies: SlackFit; the in-system baselines MaxBatch and MaxAcc; MinCost (INFaaS-style, always the
-cheapest SubNet); FixedSubNet at 6 SubNets spanning the accuracy range (Clipper+ / Clockwork-style).
+Policies: SlackFit (queue-aware, the default) and SlackFitPaper (the paper's bucket rule as printed);
+the in-system baselines MaxBatch and MaxAcc; MinCost (INFaaS-style, always the cheapest SubNet);
+FixedSubNet at 6 SubNets spanning the accuracy range (Clipper+ / Clockwork-style). Also prints the time
+one ``decide()`` takes per policy (a micro benchmark on random queue states).
 
     python benchmarks/serve_simulate.py [--duration 60] [--maf-duration 120] [--json out.json]
 """
@@ -18,11 +20,12 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import random
 import tempfile
 import time
 from pathlib import Path
 
-from ws_serve.policies import FixedSubNet, MaxAcc, MaxBatch, MinCost, SlackFit
+from ws_serve.policies import FixedSubNet, MaxAcc, MaxBatch, MinCost, QueueState, SlackFit, SlackFitPaper
 from ws_serve.profile import superserve_paper_profile
 from ws_serve.simulator import simulate
 from ws_serve.traces import (
@@ -36,8 +39,22 @@ from ws_serve.traces import (
 
 def policies(profile):
     fixed = [round(k * (profile.num_subnets - 1) / 5) for k in range(6)]
-    return [SlackFit(profile), MaxBatch(profile), MaxAcc(profile), MinCost(profile)] + [
+    return [SlackFit(profile), SlackFitPaper(profile), MaxBatch(profile), MaxAcc(profile), MinCost(profile)] + [
         FixedSubNet(profile, s) for s in fixed]
+
+
+def decide_micro_benchmark(profile, calls=200_000, seed=0):
+    """Mean time of one ``decide()`` per policy over random queue states (slack 0-40 ms, 1-32 queued)."""
+    rng = random.Random(seed)
+    states = [QueueState(0.0, rng.uniform(0.0, 0.040), rng.randint(1, 32)) for _ in range(calls)]
+    out = {}
+    for policy in policies(profile)[:5]:
+        decide = policy.decide
+        t0 = time.perf_counter()
+        for state in states:
+            decide(state)
+        out[policy.describe()] = (time.perf_counter() - t0) / calls * 1e6
+    return out
 
 
 def run(trace, profile, workers, slo_ms):
@@ -57,7 +74,7 @@ def print_table(title, trace, rows):
     for r, secs in rows:
         print(f"| {r.policy} | {r.slo_attainment:.5f} | {r.mean_accuracy:.2f} | {r.mean_batch:.1f} | "
               f"{r.dropped:,} | {secs:.1f} |")
-    slack = rows[0][0]
+    slack, paper = rows[0][0], rows[1][0]
     mincost = next(r for r, _ in rows if r.policy == "mincost")
     similar = [r for r, _ in rows if r.policy.startswith("fixed") and
                float(r.policy.split("acc=")[1].rstrip(")")) >= slack.mean_accuracy - 0.5]
@@ -68,6 +85,8 @@ def print_table(title, trace, rows):
           + (f"; fixed SubNets of similar or higher accuracy reach at most "
              f"{max(r.slo_attainment for r in similar):.5f} (worst {worst.policy}: {worst.slo_attainment:.5f})"
              if similar else ""))
+    print(f"SlackFit − SlackFitPaper: attainment {slack.slo_attainment - paper.slo_attainment:+.5f}, accuracy "
+          f"{slack.mean_accuracy - paper.mean_accuracy:+.2f} points")
     return [dict(r.to_dict(), sim_seconds=secs) for r, secs in rows]
 
 
@@ -87,6 +106,9 @@ def main() -> None:
           f"{profile.accuracies[-1]:.2f}% top-1, batch 1–{profile.max_batch}; "
           f"{args.workers} workers, SLO {args.slo_ms:g} ms")
     results = {}
+    micro = decide_micro_benchmark(profile)
+    print("\ndecide() per call: " + ", ".join(f"{name} {us:.2f} µs" for name, us in micro.items()))
+    results["decide-us"] = micro
     for cv2 in (2, 4, 8):
         trace = bursty_trace(1500, 5550, cv2, args.duration, seed=args.seed)
         results[f"bursty-cv2-{cv2}"] = print_table(f"Bursty, CV² = {cv2}", trace, run(trace, profile, args.workers,
@@ -101,19 +123,20 @@ def main() -> None:
                                            run(trace, profile, args.workers, args.slo_ms))
 
     print("\n### Load sweep, CV² = 8 (accuracy vs MinCost as the load grows)\n")
-    print("| mean load (q/s) | SlackFit attainment | SlackFit accuracy | MaxBatch attainment | MaxBatch accuracy "
-          "| MinCost attainment | MinCost accuracy | SlackFit − MinCost (points) |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| mean load (q/s) | SlackFit attainment | SlackFit accuracy | SlackFitPaper attainment "
+          "| SlackFitPaper accuracy | MaxBatch attainment | MaxBatch accuracy | MinCost attainment | MinCost accuracy "
+          "| SlackFit − MinCost (points) |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     sweep = []
     for variant in (1500, 3000, 4500, 5550, 6500):
         trace = bursty_trace(1500, variant, 8, args.duration / 2, seed=args.seed)
-        s, b, m = (simulate(trace, p, args.workers, args.slo_ms)
-                   for p in (SlackFit(profile), MaxBatch(profile), MinCost(profile)))
-        sweep.append({"rate": 1500 + variant, "slackfit": s.to_dict(), "maxbatch": b.to_dict(),
-                      "mincost": m.to_dict()})
-        print(f"| {1500 + variant:,} | {s.slo_attainment:.5f} | {s.mean_accuracy:.2f} | {b.slo_attainment:.5f} | "
-              f"{b.mean_accuracy:.2f} | {m.slo_attainment:.5f} | {m.mean_accuracy:.2f} | "
-              f"{s.mean_accuracy - m.mean_accuracy:+.2f} |")
+        s, sp, b, m = (simulate(trace, p, args.workers, args.slo_ms)
+                       for p in (SlackFit(profile), SlackFitPaper(profile), MaxBatch(profile), MinCost(profile)))
+        sweep.append({"rate": 1500 + variant, "slackfit": s.to_dict(), "slackfit-paper": sp.to_dict(),
+                      "maxbatch": b.to_dict(), "mincost": m.to_dict()})
+        print(f"| {1500 + variant:,} | {s.slo_attainment:.5f} | {s.mean_accuracy:.2f} | {sp.slo_attainment:.5f} | "
+              f"{sp.mean_accuracy:.2f} | {b.slo_attainment:.5f} | {b.mean_accuracy:.2f} | {m.slo_attainment:.5f} | "
+              f"{m.mean_accuracy:.2f} | {s.mean_accuracy - m.mean_accuracy:+.2f} |")
     results["sweep-cv2-8"] = sweep
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
