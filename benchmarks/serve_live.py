@@ -10,8 +10,14 @@ Measured in one run:
    ``ws-serve run`` process (KServe v2 request with binary tensor data, one client, sequential).
 3. **Memory** — one SuperNet with SubNetAct serving N SubNets (weights + SubnetNorm tables) vs N
    extracted SubNets, for N = 6 (a Pareto set spanning the cost range) and N = 500 (random SubNets).
+4. **Execution backends** — batch-1 and batch-16 latency of the cheapest and the most expensive
+   served SubNet through each backend (eager, ``onnxruntime``, ``compile`` with ``--with-compile``)
+   and through ONNX Runtime on the plainly extracted SubNets with default session options (the peer
+   a user would pick), their weight memory and prepare time; medians and ranges over ``--repeats``
+   interleaved repeats, and the ratio of the default backend to that peer.
 
     python benchmarks/serve_live.py [--model ws_ofa_mbv3_035_32] [--requests 200] [--memory-n 500]
+        [--sections actuation,overhead,memory,backends] [--repeats 5] [--with-compile]
 """
 
 from __future__ import annotations
@@ -24,13 +30,15 @@ import platform
 import statistics
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import httpx
 import torch
 
 from ws_core.checkpoint import save_checkpoint
-from ws_serve.backends import EagerBackend
+from ws_serve import backends as ws_backends
+from ws_serve.backends import DEFAULT_BACKEND, CompileBackend, EagerBackend, make_backend
 from ws_serve.deploy import load_supernet, served_set_path
 from ws_serve.launch import server_process
 from ws_serve.loadgen import encode_infer_request
@@ -182,6 +190,119 @@ def memory(args, served6):
         del subnets, act, net, plain
 
 
+class _OrtPeer:
+    """ONNX Runtime on the plainly extracted SubNets: what a user would deploy (default session options,
+    or ``open_session(model_bytes)``)."""
+
+    def __init__(self, plain, served, tmp, name, open_session=None):
+        import onnxruntime as ort
+
+        self.name = name
+
+        t0 = time.perf_counter()
+        self.sessions, self.nbytes = {}, 0
+        for cfg in served.configs:
+            path = Path(tmp) / f"peer-{len(name)}-{cfg.id}.onnx"
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(plain.extract(cfg).eval(), (torch.zeros(1, 3, 32, 32),), str(path), dynamo=False,
+                                  input_names=["x"], dynamic_axes={"x": {0: "batch"}})
+            self.nbytes += ws_backends._initializer_bytes(path.read_bytes())
+            self.sessions[cfg.id] = (ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+                                     if open_session is None else open_session(path.read_bytes()))
+        self.prepare_seconds = time.perf_counter() - t0
+
+    def weight_bytes(self):
+        return self.nbytes
+
+    def __call__(self, x, sid):
+        return torch.from_numpy(self.sessions[sid].run(None, {"x": x.numpy()})[0])
+
+
+def _cell(values, scale=1.0, fmt="{:.2f}"):
+    values = [v * scale for v in values]
+    med = statistics.median(values)
+    if len(values) == 1 or max(values) == min(values):
+        return fmt.format(med)
+    return f"{fmt.format(med)} ({fmt.format(min(values))}–{fmt.format(max(values))})"
+
+
+def backend_table(args):
+    plain = load_supernet(args.model)
+    served = pareto_served_set(plain, 6, generator=torch.Generator().manual_seed(args.seed))
+    by_macs = sorted(served, key=lambda s: s.macs)
+    points = [(by_macs[0].id, 1), (by_macs[-1].id, 1), (by_macs[0].id, 16), (by_macs[-1].id, 16)]
+    labels = [f"{'min' if sid == by_macs[0].id else 'max'} b{b}" for sid, b in points]
+    act = SubNetAct(load_supernet(args.model), served.configs)
+    shape = tuple(plain.pretrained_cfg.get("input_size", (3, 32, 32)))
+    rows = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        eager = EagerBackend(act)
+        eager.prepare(shape, [1, 16])
+        rows["eager"] = eager
+        default = make_backend(DEFAULT_BACKEND, act.replica(), cache_dir=Path(tmp) / "cache")
+        default.prepare(shape, [1, 16])
+        ws_backends._SESSIONS.clear()  # a restart: the sessions come from the files just written
+        cached = make_backend(DEFAULT_BACKEND, act.replica(), cache_dir=Path(tmp) / "cache")
+        cached.prepare(shape, [1, 16])
+        rows[f"{default.name} (default: `{DEFAULT_BACKEND}`)"] = default
+        if args.with_compile:
+            two = SubNetAct(load_supernet(args.model), [by_macs[0].config, by_macs[-1].config])
+            compiled = CompileBackend(two)
+            compiled.prepare(shape, [1, 16])
+            rows["compile (inductor, dynamic batch; min + max SubNets only)"] = compiled
+        peer = "ORT on extracted SubNets, default session options (peer)"
+        tuned = "ORT on extracted SubNets, the backend's session options"
+        rows[peer] = _OrtPeer(plain, served, tmp, peer)
+        rows[tuned] = _OrtPeer(plain, served, tmp, tuned, open_session=default._open)
+        prepare = {name: b.prepare_seconds for name, b in rows.items()}
+        prepare_cached = {f"{default.name} (default: `{DEFAULT_BACKEND}`)": cached.prepare_seconds}
+        xs = {b: torch.randn(b, *shape, generator=torch.Generator().manual_seed(b)) for b in (1, 16)}
+        times = {name: {p: [] for p in points} for name in rows}
+        with torch.inference_mode():
+            for _ in range(args.repeats):
+                for sid, n in points:
+                    x = xs[n]
+                    iters = args.iters if n == 1 else max(3, args.iters // 3)
+                    for b in rows.values():
+                        for _ in range(3):
+                            b(x, sid)
+                    t = {name: [] for name in rows}
+                    for _ in range(iters):  # call by call in turn, so that contention hits every backend alike
+                        for name, b in rows.items():
+                            t0 = time.perf_counter()
+                            b(x, sid)
+                            t[name].append((time.perf_counter() - t0) * 1e3)
+                    for name in rows:
+                        times[name][(sid, n)].append(statistics.median(t[name]))
+    print(f"\n### Execution backends ({len(served)} served SubNets, {torch.get_num_threads()} threads; "
+          f"min {by_macs[0].macs / 1e6:.1f} MMACs, max {by_macs[-1].macs / 1e6:.1f} MMACs)\n")
+    print("Latency in ms: median of per-repeat medians (range over repeats); the backends take turns call by "
+          "call.\n")
+    print(f"| backend | {' | '.join(labels)} | weight memory (MiB) | prepare (s) |")
+    print(f"|---|{'---:|' * (len(points) + 2)}")
+    for name, b in rows.items():
+        cells = [_cell(times[name][p]) for p in points]
+        prep = f"{prepare[name]:.1f}"
+        if name in prepare_cached:
+            prep += f" cold, {prepare_cached[name]:.2f} cached"
+        print(f"| {name} | {' | '.join(cells)} | {b.weight_bytes() / 2**20:.2f} | {prep} |")
+    dname = next(n for n in rows if n.startswith(default.name))
+
+    def ratio(a, b):
+        return [[x / y for x, y in zip(times[a][p], times[b][p])] for p in points]
+
+    worst = 0.0
+    for label, a, b in [("**default / peer**", dname, peer), ("default / same-options ORT", dname, tuned),
+                        ("eager / peer", "eager", peer)]:
+        r = ratio(a, b)
+        if a == dname:
+            worst = max(worst, *(statistics.median(v) for v in r))
+        print(f"| ratio {label} | {' | '.join(_cell(v, fmt='{:.2f}×') for v in r)} | | |")
+    print(f"\nGoal: default backend within 1.3× of ONNX Runtime on the extracted SubNet at batch 1 and 16: "
+          f"{'met' if worst <= 1.3 else 'NOT met'} (worst median ratio {worst:.2f}×).")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="ws_ofa_mbv3_035_32")
@@ -189,13 +310,28 @@ def main():
     parser.add_argument("--actuations", type=int, default=2000)
     parser.add_argument("--memory-n", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--sections", default="actuation,overhead,memory,backends",
+                        help="comma-separated subset of actuation, overhead, memory, backends")
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved repeats of the backend table")
+    parser.add_argument("--iters", type=int, default=30, help="timed calls per batch-1 cell (a third at batch 16)")
+    parser.add_argument("--with-compile", action="store_true",
+                        help="add torch.compile (inductor) to the backend table (minutes of compilation)")
     args = parser.parse_args()
+    sections = set(args.sections.split(","))
+    unknown = sections - {"actuation", "overhead", "memory", "backends"}
+    if unknown:
+        parser.error(f"--sections: allowed actuation, overhead, memory, backends; got {sorted(unknown)}")
     print(f"Machine: {platform.machine()} {platform.processor() or ''}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, Python {platform.python_version()}, "
           f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(default)')}")
-    plain, _, act, served = actuation(args)
-    overhead(args, plain, act, served)
-    memory(args, served)
+    if sections & {"actuation", "overhead", "memory"}:
+        plain, _, act, served = actuation(args)
+        if "overhead" in sections:
+            overhead(args, plain, act, served)
+        if "memory" in sections:
+            memory(args, served)
+    if "backends" in sections:
+        backend_table(args)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,17 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ws_serve.backends import BACKENDS, CompileBackend, CUDAGraphBackend, EagerBackend, TensorRTBackend, make_backend
+from ws_core.bn import BNStatistics, collect_bn_statistics
+from ws_serve import backends as backends_module
+from ws_serve.backends import (
+    BACKENDS,
+    CompileBackend,
+    CUDAGraphBackend,
+    EagerBackend,
+    OnnxRuntimeBackend,
+    TensorRTBackend,
+    make_backend,
+)
 from ws_serve.runtime import LocalWorker, WorkerDied
 from ws_serve.subnetact import SubNetAct
 
@@ -21,9 +31,9 @@ def test_eager_backend_matches_the_deployment(tiny_net, configs):
     with torch.no_grad():
         for r in range(3):
             torch.testing.assert_close(backend(x, act.ids[r]), act(x, r))
-    with pytest.raises(ValueError, match="unknown backend"):
+    with pytest.raises(ValueError, match=r"unknown backend 'onnx'; allowed .*'auto'.*'onnxruntime'"):
         make_backend("onnx", act)
-    assert set(BACKENDS) == {"eager", "compile", "cudagraphs", "tensorrt"}
+    assert set(BACKENDS) == {"eager", "onnxruntime", "compile", "cudagraphs", "tensorrt"}
 
 
 def test_local_worker_runs_in_its_thread_and_dies_explicitly(tiny_net, configs):
@@ -52,9 +62,10 @@ def test_compile_backend_matches_eager(tiny_net):
     act = SubNetAct(tiny_net, [tiny_net.space.min()])
     x = _x()
     with torch.no_grad():
-        expected = act(x, 0)
+        expected = act.extract(0).eval()(x)
     backend = CompileBackend(act, backend="eager", dynamic=False)
-    torch.testing.assert_close(backend(x, 0), expected)
+    torch.testing.assert_close(backend(x, 0), expected, atol=1e-5, rtol=1e-5)
+    assert backend.weight_bytes() == act.nbytes()["total"]
 
 
 def test_gpu_backends_refuse_a_cpu_deployment(tiny_net, configs):
@@ -99,3 +110,183 @@ def test_tensorrt_engines_per_subnet(tiny_net, configs):
     x = _x(3).cuda()
     for r in range(2):
         torch.testing.assert_close(backend(x, r), EagerBackend(act)(x, r), atol=1e-2, rtol=1e-2)
+
+
+# ONNX Runtime -----------------------------------------------------------------------------------
+def _statistics(net, configs, seed=0):
+    """Per-SubNet BN statistics that differ between SubNets and from the SuperNet's (recalibration is slow)."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for cfg in configs:
+        shared = collect_bn_statistics(net, cfg)
+        out.append(BNStatistics(shared.config, {
+            name: (torch.randn(mean.shape, generator=g) * 0.1, torch.rand(var.shape, generator=g) * 0.8 + 0.2)
+            for name, (mean, var) in shared.stats.items()}))
+    return out
+
+
+@pytest.fixture(autouse=True)
+def _fresh_session_pool():
+    """Sessions are shared in-process between backends; each test starts without any."""
+    backends_module._SESSIONS.clear()
+    yield
+    backends_module._SESSIONS.clear()
+
+
+def test_cpu_backends_equal_extract_and_onnxruntime_holds_a_copy_per_subnet(tiny_net, configs, tmp_path):
+    served = configs[:3]  # min, max, one random SubNet
+    act = SubNetAct(tiny_net, served, _statistics(tiny_net, served))
+    ort = make_backend("onnxruntime", act, cache_dir=tmp_path, threads=1)
+    assert ort.weight_bytes() == 0  # nothing loaded before prepare
+    eager = make_backend("eager", act)
+    for b in (ort, eager):
+        b.prepare((3, 32, 32), [1, 2, 3])
+    assert ort.exported == list(act.ids) and ort.fallback_ids == []
+    assert ort.prepare_seconds > 0
+    g = torch.Generator().manual_seed(4)
+    for r, sid in enumerate(act.ids):
+        sub = act.extract(r).eval()
+        for n in (1, 3):
+            x = torch.randn(n, 3, 32, 32, generator=g)
+            with torch.no_grad():
+                expected = sub(x)
+            assert expected.abs().max() > 1e-2  # outputs large enough for atol 1e-5 to mean something
+            for b in (ort, eager):
+                out = b(x, sid)
+                assert out.shape == (n, 10) and out.dtype == torch.float32
+                torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    # the SubNet's own statistics are folded in, not the SuperNet's shared ones
+    x = _x()
+    with act.suspended() as net, torch.no_grad():
+        shared = net.extract(act.served[1]).eval()(x)
+    assert not torch.allclose(ort(x, act.ids[1]), shared, atol=1e-3, rtol=1e-3)
+    # one file per SubNet, nothing half-written
+    assert sorted(p.name.split("-")[0] for p in tmp_path.iterdir()) == sorted(act.ids)
+    assert all(p.suffix == ".onnx" for p in tmp_path.iterdir())
+    # weight memory: one shared copy for eager, one copy per SubNet for ONNX Runtime
+    assert eager.weight_bytes() == act.nbytes()["total"]
+    per_subnet = [ort.sessions[r].weight_bytes for r in range(len(act.ids))]
+    assert ort.weight_bytes() == sum(per_subnet) > eager.weight_bytes()
+    assert min(per_subnet) == per_subnet[0] and max(per_subnet) == per_subnet[1]
+    assert 0.5 * act.nbytes()["supernet"] < per_subnet[1] <= act.nbytes()["supernet"]  # BN folded away
+
+
+def test_onnx_cache_is_reused_and_keyed_by_statistics(tiny_net, configs, tmp_path, monkeypatch):
+    served = configs[:1]
+    act = SubNetAct(tiny_net, served, _statistics(tiny_net, served, seed=0))
+    first = OnnxRuntimeBackend(act, cache_dir=tmp_path, threads=1)
+    first.prepare((3, 32, 32), [1])
+    x = _x()
+    expected = first(x, 0)
+    assert len(list(tmp_path.iterdir())) == 1
+
+    def no_export(*args, **kwargs):
+        raise AssertionError("torch.onnx.export called although the SubNet is cached")
+
+    monkeypatch.setattr(torch.onnx, "export", no_export)
+    backends_module._SESSIONS.clear()  # as after a restart
+    second = OnnxRuntimeBackend(act, cache_dir=tmp_path, threads=1, fallback=False)
+    second.prepare((3, 32, 32), [1])
+    assert second.exported == []
+    torch.testing.assert_close(second(x, 0), expected, atol=0, rtol=0)
+    # same process, another backend (e.g. a second CPU worker): the session itself is shared
+    third = OnnxRuntimeBackend(act.replica(), cache_dir=tmp_path, threads=1, fallback=False)
+    third.prepare((3, 32, 32), [1])
+    assert third.sessions[0] is second.sessions[0]
+    monkeypatch.undo()
+
+    # other SubnetNorm statistics: another key, exported again next to the first file
+    act.remove()
+    other = SubNetAct(tiny_net, served, _statistics(tiny_net, served, seed=1))
+    fourth = OnnxRuntimeBackend(other, cache_dir=tmp_path, threads=1)
+    fourth.prepare((3, 32, 32), [1])
+    assert fourth.exported == [other.ids[0]]
+    assert len(list(tmp_path.iterdir())) == 2
+    with torch.no_grad():
+        torch.testing.assert_close(fourth(x, 0), other.extract(0).eval()(x), atol=1e-5, rtol=1e-5)
+
+    # a damaged cache file is exported again (with a warning), not trusted
+    for f in tmp_path.iterdir():
+        f.write_bytes(b"not an onnx model")
+    backends_module._SESSIONS.clear()
+    fifth = OnnxRuntimeBackend(other, cache_dir=tmp_path, threads=1)
+    with pytest.warns(RuntimeWarning, match="could not be loaded"):
+        fifth.prepare((3, 32, 32), [1])
+    assert fifth.exported == [other.ids[0]]
+    torch.testing.assert_close(fifth(x, 0), fourth(x, 0), atol=0, rtol=0)
+
+
+def test_auto_is_onnxruntime_on_cpu_with_eager_fallback(tiny_net, configs, tmp_path, monkeypatch):
+    act = SubNetAct(tiny_net, configs[:2])
+    assert backends_module.DEFAULT_BACKEND == "auto"
+    auto = make_backend("auto", act, cache_dir=tmp_path)
+    assert isinstance(auto, OnnxRuntimeBackend) and auto.threads == torch.get_num_threads()
+
+    def broken(self, row, shape):
+        if row == 1:
+            raise RuntimeError("unsupported operator")
+        return real(self, row, shape)
+
+    real = OnnxRuntimeBackend._export
+    monkeypatch.setattr(OnnxRuntimeBackend, "_export", broken)
+    with pytest.warns(RuntimeWarning, match=f"SubNet {act.ids[1]} could not be exported.*eager backend"):
+        auto.prepare((3, 32, 32), [1])
+    assert auto.fallback_ids == [act.ids[1]] and sorted(auto.sessions) == [0]
+    assert auto.weight_bytes() == auto.sessions[0].weight_bytes + act.nbytes()["total"]
+    x = _x()
+    with torch.no_grad():
+        for r in range(2):
+            torch.testing.assert_close(auto(x, r), act.extract(r).eval()(x), atol=1e-5, rtol=1e-5)
+    strict = OnnxRuntimeBackend(act, cache_dir=None, fallback=False)
+    with pytest.raises(RuntimeError, match="unsupported operator"):
+        strict.prepare((3, 32, 32), [1])
+
+
+def test_bad_inputs_give_clear_errors(tiny_net, configs, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WS_SERVE_CACHE_DIR", str(tmp_path / "unused"))
+    assert backends_module.default_cache_dir() == tmp_path / "unused" / "onnx"
+    act = SubNetAct(tiny_net, configs[:1])
+    ort = OnnxRuntimeBackend(act, cache_dir=None, threads=1)
+    with pytest.raises(RuntimeError, match="call prepare"):
+        ort(_x(), 0)
+    eager = EagerBackend(act)
+    for b in (ort, eager):
+        b.prepare((3, 32, 32), [1])
+        with pytest.raises(ValueError, match=r"input must be \[batch, 3, \.\.\.\].*got \[2, 4, 32, 32\]"):
+            b(torch.zeros(2, 4, 32, 32), 0)
+        with pytest.raises(ValueError, match=r"got \[3, 32, 32\]"):
+            b(torch.zeros(3, 32, 32), 0)
+        with pytest.raises(KeyError, match="not served"):
+            b(_x(), "nope")
+    # another image size is resized to the SubNet's resolution, as the eager deployment does
+    x = torch.randn(2, 3, 40, 40, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(ort(x, 0), eager(x, 0), atol=1e-5, rtol=1e-5)
+    assert ort.exported == [act.ids[0]] and list(tmp_path.iterdir()) == []  # cache_dir=None writes nothing
+
+
+def test_local_workers_default_to_onnxruntime_on_cpu(tiny_net, configs, tmp_path, monkeypatch):
+    import asyncio
+    from types import SimpleNamespace
+
+    from ws_serve.deploy import make_local_workers
+
+    monkeypatch.setenv("WS_SERVE_CACHE_DIR", str(tmp_path))
+    act = SubNetAct(tiny_net, configs[:1], _statistics(tiny_net, configs[:1], seed=2))
+    dep = SimpleNamespace(act=act, model=SimpleNamespace(sample_shape=(3, 32, 32), max_batch=4))
+    workers = make_local_workers(dep, workers=2)
+    assert [type(w.backend) for w in workers] == [OnnxRuntimeBackend] * 2
+    first, second = (w.backend for w in workers)
+    assert first.sessions[0] is second.sessions[0]  # one session (one weight copy) per SubNet, not per worker
+    assert len(list((tmp_path / "onnx").iterdir())) == 1
+    x = _x(3)
+
+    async def main():
+        out = await workers[1].infer(x, act.ids[0])
+        for w in workers:
+            await w.close()
+        return out
+
+    out = asyncio.run(main())
+    with torch.no_grad():
+        torch.testing.assert_close(out, act.extract(0).eval()(x), atol=1e-5, rtol=1e-5)

@@ -1,10 +1,20 @@
 """Execution backends: how a worker runs one batch through one served SubNet.
 
 Every backend takes a :class:`~ws_serve.subnetact.SubNetAct` deployment and answers
-``backend(x, subnet) -> logits``. All of them keep a single copy of the SuperNet's weights except
-TensorRT (see below).
+``backend(x, subnet) -> logits``; :meth:`Backend.prepare` does the ahead-of-time work and records
+:attr:`Backend.prepare_seconds`, :meth:`Backend.weight_bytes` reports the weight memory it holds.
+The eager, compile and CUDA-graph backends keep a single copy of the SuperNet's weights; ONNX Runtime
+and TensorRT hold one weight copy per served SubNet (see below).
 
-* :class:`EagerBackend` (default, CPU and GPU) — actuate, then run the SuperNet eagerly.
+The default, ``"auto"`` (:func:`make_backend`), is :class:`OnnxRuntimeBackend` for a deployment on
+the CPU and :class:`EagerBackend` on other devices or when ``onnxruntime`` is not installed.
+
+* :class:`OnnxRuntimeBackend` (default on CPU) — one ONNX Runtime session per served SubNet, exported
+  from ``SubNetAct.extract`` (the SubNet's weights with its own SubnetNorm statistics folded in).
+  Its latency follows the SubNet's MACs, which the eager path's per-layer overhead hides on small
+  CPUs. The exported files are cached on disk by content; a SubNet whose export fails is served by
+  the eager path, with a warning.
+* :class:`EagerBackend` (CPU and GPU) — actuate, then run the SuperNet eagerly.
 * :class:`CompileBackend` — ``torch.compile`` of the deployed SuperNet. The operators' table lookups
   are guarded by Dynamo, so each served SubNet (and batch size, unless ``dynamic``) compiles once;
   the recompile limit is raised to cover the served set (``torch._dynamo.config.recompile_limit``).
@@ -20,16 +30,28 @@ from __future__ import annotations
 
 import abc
 import bisect
+import hashlib
+import io
+import json
+import os
+import tempfile
+import time
+import warnings
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from .subnetact import SubNetAct
 
-__all__ = ["BACKENDS", "Backend", "CUDAGraphBackend", "CompileBackend", "EagerBackend", "TensorRTBackend",
-           "make_backend"]
+__all__ = ["BACKENDS", "DEFAULT_BACKEND", "Backend", "CUDAGraphBackend", "CompileBackend", "EagerBackend",
+           "OnnxRuntimeBackend", "TensorRTBackend", "default_cache_dir", "make_backend"]
+
+DEFAULT_BACKEND = "auto"
 
 
 class Backend(abc.ABC):
@@ -45,9 +67,39 @@ class Backend(abc.ABC):
         self.act = act
         self.device = next(act.net.parameters()).device
         act.net.eval()
+        self.sample_shape: tuple[int, ...] | None = None
+        self.prepare_seconds = 0.0
 
-    def prepare(self, sample_shape: Sequence[int], batch_sizes: Iterable[int]) -> None:  # noqa: B027
-        """Optional ahead-of-time work (compilation, graph capture) for inputs ``[b, *sample_shape]``."""
+    def prepare(self, sample_shape: Sequence[int], batch_sizes: Iterable[int]) -> None:
+        """Ahead-of-time work (export, compilation, graph capture) for inputs ``[b, *sample_shape]``.
+
+        Records the sample shape (later inputs are checked against it) and the seconds spent in
+        :attr:`prepare_seconds`.
+        """
+        self.sample_shape = tuple(int(s) for s in sample_shape)
+        t0 = time.perf_counter()
+        self._prepare(self.sample_shape, [int(b) for b in batch_sizes])
+        self.prepare_seconds = time.perf_counter() - t0
+
+    def _prepare(self, sample_shape: tuple[int, ...], batch_sizes: list[int]) -> None:  # noqa: B027
+        """The backend's own ahead-of-time work (nothing by default)."""
+
+    def weight_bytes(self) -> int:
+        """Bytes of weights (and per-SubNet statistics) this backend holds for the whole served set.
+
+        One shared copy — the deployment's SuperNet and SubnetNorm tables — unless the backend copies
+        weights per SubNet.
+        """
+        return self.act.nbytes()["total"]
+
+    def _check_input(self, x: Tensor) -> None:
+        """Raise ``ValueError`` if ``x`` does not fit the prepared sample shape (rank and channels)."""
+        shape = self.sample_shape
+        if shape is None:
+            return
+        if x.dim() != len(shape) + 1 or x.shape[1] != shape[0]:
+            raise ValueError(f"{type(self).__name__}: input must be [batch, {shape[0]}, ...] like the prepared "
+                             f"sample shape {list(shape)}, got {list(x.shape)}")
 
     @abc.abstractmethod
     def __call__(self, x: Tensor, subnet: int | str) -> Tensor:
@@ -60,6 +112,7 @@ class EagerBackend(Backend):
     name = "eager"
 
     def __call__(self, x: Tensor, subnet: int | str) -> Tensor:
+        self._check_input(x)
         with torch.inference_mode():
             self.act.actuate(subnet)
             return self.act.net(x.to(self.device, non_blocking=True))
@@ -89,13 +142,14 @@ class CompileBackend(Backend):
                 setattr(config, knob, needed)
         self.compiled = torch.compile(act.net, backend=backend, mode=mode, dynamic=dynamic)
 
-    def prepare(self, sample_shape: Sequence[int], batch_sizes: Iterable[int]) -> None:
+    def _prepare(self, sample_shape: tuple[int, ...], batch_sizes: list[int]) -> None:
         sizes = sorted(set(batch_sizes))
         for row in range(len(self.act.ids)):
             for b in sizes[:1] + sizes[-1:]:
                 self(torch.zeros(b, *sample_shape), row)
 
     def __call__(self, x: Tensor, subnet: int | str) -> Tensor:
+        self._check_input(x)
         with torch.inference_mode():
             self.act.actuate(subnet)
             return self.compiled(x.to(self.device, non_blocking=True))
@@ -114,8 +168,8 @@ class CUDAGraphBackend(Backend):
         self.batch_sizes: list[int] = []
         self.pool = torch.cuda.graph_pool_handle()
 
-    def prepare(self, sample_shape: Sequence[int], batch_sizes: Iterable[int]) -> None:
-        self.batch_sizes = sorted(set(int(b) for b in batch_sizes))
+    def _prepare(self, sample_shape: tuple[int, ...], batch_sizes: list[int]) -> None:
+        self.batch_sizes = sorted(set(batch_sizes))
         net = self.act.net
         stream = torch.cuda.Stream(self.device)
         stream.wait_stream(torch.cuda.current_stream(self.device))
@@ -134,6 +188,7 @@ class CUDAGraphBackend(Backend):
         torch.cuda.synchronize(self.device)
 
     def __call__(self, x: Tensor, subnet: int | str) -> Tensor:
+        self._check_input(x)
         row = self.act.row(subnet)
         n = x.shape[0]
         k = bisect.bisect_left(self.batch_sizes, n)
@@ -169,19 +224,26 @@ class TensorRTBackend(Backend):
         self.precisions = set(precisions or (torch.float16, torch.float32))
         self.compile_kwargs = dict(compile_kwargs or {})
         self.engines: dict[int, Any] = {}
+        self._weight_bytes = 0
 
-    def prepare(self, sample_shape: Sequence[int], batch_sizes: Iterable[int]) -> None:
+    def _prepare(self, sample_shape: tuple[int, ...], batch_sizes: list[int]) -> None:
         import torch_tensorrt
 
-        sizes = sorted(set(int(b) for b in batch_sizes))
+        sizes = sorted(set(batch_sizes))
         spec = torch_tensorrt.Input(min_shape=(sizes[0], *sample_shape), opt_shape=(sizes[-1], *sample_shape),
                                     max_shape=(sizes[-1], *sample_shape), dtype=torch.float32)
         for row in range(len(self.act.ids)):
             sub = self.act.extract(row).to(self.device).eval()
+            self._weight_bytes += _tensor_bytes(sub.state_dict().values())
             self.engines[row] = torch_tensorrt.compile(sub, ir="dynamo", arg_inputs=[spec],
                                                        enabled_precisions=self.precisions, **self.compile_kwargs)
 
+    def weight_bytes(self) -> int:
+        """One weight copy per engine (the extracted SubNets' tensor bytes; precision may shrink them)."""
+        return self._weight_bytes
+
     def __call__(self, x: Tensor, subnet: int | str) -> Tensor:
+        self._check_input(x)
         row = self.act.row(subnet)
         if row not in self.engines:
             raise RuntimeError("TensorRTBackend: call prepare() before serving")
@@ -189,8 +251,270 @@ class TensorRTBackend(Backend):
             return self.engines[row](x.to(self.device, non_blocking=True))
 
 
+def _tensor_bytes(tensors: Iterable[Tensor]) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def _hash_tensors(digest: Any, tensors: Iterable[tuple[str, Tensor]]) -> None:
+    """Feed names, dtypes, shapes and raw bytes of tensors into a hashlib digest."""
+    for name, t in tensors:
+        t = t.detach().to("cpu").contiguous()
+        digest.update(f"{name}|{t.dtype}|{list(t.shape)}|".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+
+
+def default_cache_dir() -> Path:
+    """Where :class:`OnnxRuntimeBackend` caches exported SubNets by default.
+
+    ``$WS_SERVE_CACHE_DIR/onnx`` if set, else ``$XDG_CACHE_HOME/ws-serve/onnx`` (``~/.cache/ws-serve/onnx``).
+    """
+    root = os.environ.get("WS_SERVE_CACHE_DIR")
+    if root:
+        return Path(root) / "onnx"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ws-serve" / "onnx"
+
+
+class _Session:
+    """An ONNX Runtime session and the bytes of its weights."""
+
+    __slots__ = ("__weakref__", "session", "weight_bytes")
+
+    def __init__(self, session: Any, weight_bytes: int) -> None:
+        self.session, self.weight_bytes = session, weight_bytes
+
+
+# Sessions are shared between backends of one process (e.g. the CPU workers' replicas of one deployment):
+# the same exported SubNet with the same session options is loaded once (sessions are thread-safe).
+_SESSIONS: weakref.WeakValueDictionary[tuple, _Session] = weakref.WeakValueDictionary()
+
+_ONNX_FORMAT = "ws_serve.onnx/1"
+
+
+class OnnxRuntimeBackend(Backend):
+    """One ONNX Runtime session per served SubNet (dynamic batch); CPU deployments.
+
+    :meth:`prepare` exports each served SubNet with ``SubNetAct.extract`` — its slice of the shared
+    weights with *its* SubnetNorm statistics, so the output equals the eager deployment's — through
+    ``torch.onnx.export(..., dynamo=False)`` (BatchNorm is folded into the convolutions), and opens
+    one session per SubNet. Each session owns its weights: memory grows by one weight copy per
+    served SubNet (:meth:`weight_bytes`), in exchange for a latency that follows the SubNet's MACs.
+
+    Exported files are cached in ``cache_dir`` as ``<subnet id>-<key>.onnx``, where the key hashes the
+    SuperNet's tensors, the SubNet's config and statistics, the input shape, the opset and the torch,
+    onnx and onnxruntime versions: a restart with the same deployment reuses them; any change exports
+    again. Files are written atomically (temporary file, then ``os.replace``); a cached file that
+    ONNX Runtime cannot load is exported again. ONNX files are protobuf, nothing is unpickled.
+
+    Args:
+        act: the deployment (on the CPU).
+        threads: ONNX Runtime intra-op threads per session (default ``torch.get_num_threads()``).
+        cache_dir: folder of the exported files; ``True`` (default): :func:`default_cache_dir`;
+            ``None`` or ``False``: export in memory on every start.
+        spinning: let idle intra-op threads spin (lower latency on a quiet machine, burns cores on a
+            shared one). ``None`` (default): spin unless ``OMP_WAIT_POLICY=PASSIVE``.
+        opset: ONNX opset of the export.
+        fallback: serve a SubNet whose export or session fails through the eager path (with a
+            warning) instead of raising.
+        providers: ONNX Runtime execution providers (default ``["CPUExecutionProvider"]``).
+
+    Attributes:
+        exported: SubNet ids exported by the last :meth:`prepare` (the others came from the cache).
+        fallback_ids: SubNet ids served eagerly because their export failed.
+    """
+
+    name = "onnxruntime"
+
+    def __init__(self, act: SubNetAct, threads: int | None = None, cache_dir: str | os.PathLike | bool | None = True,
+                 spinning: bool | None = None, opset: int = 17, fallback: bool = True,
+                 providers: Sequence[str] | None = None) -> None:
+        super().__init__(act)
+        try:
+            import onnxruntime
+        except ImportError as e:
+            raise ImportError("OnnxRuntimeBackend needs onnxruntime and onnx: pip install onnxruntime 'onnx<1.23'") \
+                from e
+        self._ort = onnxruntime
+        self.providers = list(providers or ["CPUExecutionProvider"])
+        if self.device.type != "cpu" and self.providers == ["CPUExecutionProvider"]:
+            raise RuntimeError(f"OnnxRuntimeBackend runs on the CPU; the deployment is on {self.device} "
+                               f"(use backend 'eager' there, or pass providers)")
+        threads = torch.get_num_threads() if threads is None else int(threads)
+        if threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        self.threads = threads
+        if cache_dir is True:
+            cache_dir = default_cache_dir()
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        if spinning is None:
+            spinning = os.environ.get("OMP_WAIT_POLICY", "").upper() != "PASSIVE"
+        self.spinning = bool(spinning)
+        self.opset = int(opset)
+        self.fallback = fallback
+        self.sessions: dict[int, _Session] = {}
+        self.exported: list[str] = []
+        self.fallback_ids: list[str] = []
+        self._input_name = "x"
+        self._input_shape: dict[int, tuple[int, ...]] = {}
+        self._eager: EagerBackend | None = None
+
+    # Preparation --------------------------------------------------------------------------------
+    def _prepare(self, sample_shape: tuple[int, ...], batch_sizes: list[int]) -> None:
+        self.sessions.clear()
+        self.exported, self.fallback_ids = [], []
+        base = self._base_key()
+        warm = sorted(set(batch_sizes))[:1] + sorted(set(batch_sizes))[-1:] or [1]
+        for row, sid in enumerate(self.act.ids):
+            shape = self._subnet_shape(row, sample_shape)
+            try:
+                entry = self._session(row, shape, base)
+                for b in warm:  # first runs allocate and plan; keep them out of serving
+                    entry.session.run(None, {self._input_name: torch.zeros(b, *shape).numpy()})
+            except Exception as e:  # any exporter or runtime failure falls back to eager
+                if not self.fallback:
+                    raise
+                warnings.warn(f"OnnxRuntimeBackend: SubNet {sid} could not be exported or loaded "
+                              f"({type(e).__name__}: {e}); serving it with the eager backend", RuntimeWarning,
+                              stacklevel=3)
+                self.fallback_ids.append(sid)
+                continue
+            self.sessions[row] = entry
+            self._input_shape[row] = shape
+
+    def _subnet_shape(self, row: int, sample_shape: tuple[int, ...]) -> tuple[int, ...]:
+        size = self.act._resolution[row]
+        if size is None or len(sample_shape) != 3:
+            return sample_shape
+        return (sample_shape[0], int(size), int(size))
+
+    def _base_key(self) -> str:
+        import onnx
+
+        digest = hashlib.sha256()
+        versions = {"format": _ONNX_FORMAT, "torch": torch.__version__, "onnx": onnx.__version__,
+                    "onnxruntime": self._ort.__version__, "opset": self.opset,
+                    "model": getattr(type(self.act.net), "_subnetact_base", type(self.act.net)).__name__}
+        digest.update(json.dumps(versions, sort_keys=True).encode())
+        _hash_tensors(digest, sorted(self.act.net.state_dict().items()))
+        return digest.hexdigest()
+
+    def _key(self, row: int, shape: tuple[int, ...], base: str) -> str:
+        digest = hashlib.sha256(base.encode())
+        digest.update(self.act.served[row].to_json().encode())
+        digest.update(json.dumps(list(shape)).encode())
+        _hash_tensors(digest, sorted(self.act.statistics(row).state_dict().items()))
+        return digest.hexdigest()[:24]
+
+    def _session(self, row: int, shape: tuple[int, ...], base: str) -> _Session:
+        """The session of one SubNet: shared in-process, else from the cache file, else exported."""
+        key = self._key(row, shape, base)
+        pool_key = (key, self.threads, self.spinning, tuple(self.providers))
+        entry = _SESSIONS.get(pool_key)
+        if entry is not None:
+            return entry
+        session = None
+        sid = self.act.ids[row]
+        path = None if self.cache_dir is None else self.cache_dir / f"{sid}-{key}.onnx"
+        model: bytes | None = None
+        if path is not None and path.is_file():
+            try:
+                model = path.read_bytes()
+                session = self._open(model)
+            except Exception as e:  # a damaged cache entry is exported again
+                warnings.warn(f"OnnxRuntimeBackend: cached {path} could not be loaded ({type(e).__name__}: {e}); "
+                              f"exporting it again", RuntimeWarning, stacklevel=4)
+                session = None
+        if session is None:
+            model = self._export(row, shape)
+            self.exported.append(sid)
+            if path is not None:
+                _atomic_write_bytes(path, model)
+            session = self._open(model)
+        entry = _Session(session, _initializer_bytes(model))
+        _SESSIONS[pool_key] = entry
+        return entry
+
+    def _export(self, row: int, shape: tuple[int, ...]) -> bytes:
+        sub = self.act.extract(row).eval()
+        buf = io.BytesIO()
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # the TorchScript-based exporter's deprecation and tracer notes
+            torch.onnx.export(sub, (torch.zeros(1, *shape),), buf, dynamo=False, opset_version=self.opset,
+                              input_names=[self._input_name], output_names=["logits"],
+                              dynamic_axes={self._input_name: {0: "batch"}, "logits": {0: "batch"}})
+        return buf.getvalue()
+
+    def _open(self, model: bytes) -> Any:
+        ort = self._ort
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.spinning else "0")
+        return ort.InferenceSession(model, options, providers=self.providers)
+
+    # Serving ------------------------------------------------------------------------------------
+    def weight_bytes(self) -> int:
+        """One weight copy per session (its initializers), plus the shared deployment if any SubNet is
+        served eagerly."""
+        total = sum(entry.weight_bytes for entry in self.sessions.values())
+        if self.fallback_ids:
+            total += super().weight_bytes()
+        return total
+
+    def __call__(self, x: Tensor, subnet: int | str) -> Tensor:
+        row = self.act.row(subnet)
+        entry = self.sessions.get(row)
+        if entry is None:
+            if self.act.ids[row] in self.fallback_ids:
+                if self._eager is None:
+                    self._eager = EagerBackend(self.act)
+                    self._eager.sample_shape = self.sample_shape
+                return self._eager(x, row)
+            raise RuntimeError("OnnxRuntimeBackend: call prepare() before serving")
+        self._check_input(x)
+        shape = self._input_shape[row]
+        if tuple(x.shape[1:]) != shape:
+            size = self.act._resolution[row]
+            if size is None or x.dim() != 4:
+                raise ValueError(f"OnnxRuntimeBackend: SubNet {self.act.ids[row]} takes inputs [batch, "
+                                 f"{', '.join(map(str, shape))}], got {list(x.shape)}")
+            x = F.interpolate(x.float(), size=(size, size), mode="bilinear", align_corners=False)  # as SubNetAct
+        if x.shape[0] < 1:
+            raise ValueError(f"OnnxRuntimeBackend: empty batch {list(x.shape)}")
+        array = x.detach().to("cpu", torch.float32).contiguous().numpy()
+        return torch.from_numpy(entry.session.run(None, {self._input_name: array})[0])
+
+
+def _initializer_bytes(model: bytes) -> int:
+    """Bytes of an ONNX model's initializers (its weights)."""
+    import onnx
+
+    proto = onnx.load_from_string(model)
+    total = 0
+    for init in proto.graph.initializer:
+        n = 1
+        for d in init.dims:
+            n *= d
+        total += n * onnx.helper.tensor_dtype_to_np_dtype(init.data_type).itemsize
+    return total
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 BACKENDS: dict[str, type[Backend]] = {
     "eager": EagerBackend,
+    "onnxruntime": OnnxRuntimeBackend,
     "compile": CompileBackend,
     "cudagraphs": CUDAGraphBackend,
     "tensorrt": TensorRTBackend,
@@ -198,8 +522,23 @@ BACKENDS: dict[str, type[Backend]] = {
 
 
 def make_backend(name: str, act: SubNetAct, **kwargs: Any) -> Backend:
-    """Build a backend by name (``eager``, ``compile``, ``cudagraphs``, ``tensorrt``)."""
+    """Build a backend by name: ``auto`` (the default) or one of :data:`BACKENDS`.
+
+    ``auto`` is :class:`OnnxRuntimeBackend` (``kwargs`` go to it) for a deployment on the CPU, else
+    :class:`EagerBackend`; without ``onnxruntime`` installed it warns and uses the eager backend.
+    """
+    if name == "auto":
+        if next(act.net.parameters()).device.type != "cpu":
+            return EagerBackend(act)
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            warnings.warn("backend 'auto': onnxruntime is not installed, serving with the eager backend "
+                          "(pip install onnxruntime 'onnx<1.23' for the faster CPU path)", RuntimeWarning,
+                          stacklevel=2)
+            return EagerBackend(act)
+        return OnnxRuntimeBackend(act, **kwargs)
     cls = BACKENDS.get(name)
     if cls is None:
-        raise ValueError(f"unknown backend {name!r}; allowed {sorted(BACKENDS)}")
+        raise ValueError(f"unknown backend {name!r}; allowed {sorted(['auto', *BACKENDS])}")
     return cls(act, **kwargs)

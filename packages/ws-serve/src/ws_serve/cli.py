@@ -281,7 +281,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--ready-file", help="once listening, write JSON {http, grpc, pid} here (atomically)")
     run.add_argument("--policy", default="slackfit", help="slackfit, maxbatch, maxacc, mincost or fixed:<subnet>")
     run.add_argument("--workers", type=_positive(int), default=1, help="workers (CPU threads, GPUs or Ray actors)")
-    run.add_argument("--backend", default="eager", choices=["eager", "compile", "cudagraphs", "tensorrt"])
+    run.add_argument("--backend", default="auto",
+                     choices=["auto", "eager", "onnxruntime", "compile", "cudagraphs", "tensorrt"],
+                     help="auto: onnxruntime on CPU (eager for SubNets whose export fails), eager on GPU")
     run.add_argument("--ray", action="store_true", help="run workers as Ray actors (ws-serve[ray])")
     run.add_argument("--profile", help="a profile JSON to use instead of measuring")
     run.add_argument("--slo-ms", type=_positive(float), default=100.0, help="default latency SLO of a request")

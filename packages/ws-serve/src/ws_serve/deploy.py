@@ -181,7 +181,7 @@ def deploy(
     return Deployment(act, served, profile, info, spec)
 
 
-def make_local_workers(dep: Deployment, workers: int = 1, backend: str = "eager",
+def make_local_workers(dep: Deployment, workers: int = 1, backend: str = "auto",
                        devices: Sequence[str] | None = None) -> list[Worker]:
     """One :class:`LocalWorker` per device; on CPU, ``workers`` workers sharing one weight copy."""
     if workers < 1:
