@@ -93,7 +93,8 @@ def test_profile_served_measures_caches_and_reuses(tiny_net, configs, tmp_path):
     assert all(e.rounds >= 2 for e in table.entries)
     # progress: a header, then one line per SubNet and round from ws_core.cost.profile_latency
     macs = [s.macs / 1e6 for s in served]
-    assert lines[0] == "latency profile: 2 SubNets x batch 1..2 on cpu, 2 round(s) of 1 timed forwards each"
+    assert lines[0] == ("latency profile: 2 SubNets x batch 1..2 on cpu (SuperNet, in place), 2 round(s) of 1 timed "
+                        "forwards each")
     assert f"profiling SubNet 1/2 ({macs[0]:.1f} MMACs) batch 1, 2, round 1/2" in lines
     assert f"profiling SubNet 2/2 ({macs[1]:.1f} MMACs) batch 1, 2, round 2/2" in lines
     # poison the cached numbers: a reused cache must return them unchanged
@@ -235,3 +236,42 @@ def test_profile_json_is_backward_compatible(tmp_path):
 
 def test_synthetic_profile_is_not_checked():
     assert superserve_paper_profile().monotone_in_macs is None
+
+
+def test_profile_served_times_the_backend_that_serves(tiny_net, configs, tmp_path):
+    from ws_serve.backends import EagerBackend
+
+    served = ServedSet.from_accuracies(tiny_net, configs[:2], [0.6, 0.8])
+    act = SubNetAct(tiny_net, served.configs)
+
+    class Counting(EagerBackend):
+        name = "counting"
+
+        def __init__(self, act):
+            super().__init__(act)
+            self.calls = []
+
+        def __call__(self, x, subnet):
+            self.calls.append((tuple(x.shape), subnet))
+            return super().__call__(x, subnet)
+
+    backend = Counting(act)
+    cache = latency_cache_path(tmp_path / "net.safetensors", "cpu", backend.name)
+    assert cache.name.endswith("-counting.json") and cache != latency_cache_path(tmp_path / "net.safetensors")
+    p = profile_served(tiny_net, served, max_batch=2, cache=cache, warmup=0, repeats=2, rounds=1, backend=backend,
+                       sample_shape=(3, 32, 32))
+    # every timed forward went through the backend, at the served input shape, for each SubNet and batch
+    assert sorted(set(backend.calls)) == sorted({((b, 3, 32, 32), sid) for sid in served.ids for b in (1, 2)})
+    assert len(backend.calls) == 2 * 2 * 2
+    assert LatencyTable.load(cache).mode == "counting" and p.subnet_ids == tuple(served.ids)
+    # a cache measured another way (the SuperNet in place) is not taken for this backend's
+    backend.calls.clear()
+    profile_served(tiny_net, served, max_batch=2, cache=cache, warmup=0, repeats=2, rounds=1, backend=backend,
+                   sample_shape=(3, 32, 32))
+    assert backend.calls == []  # same backend: the cache is reused
+    eager_cache = latency_cache_path(tmp_path / "net.safetensors", "cpu")
+    profile_served(tiny_net, served, max_batch=2, cache=eager_cache, warmup=0, repeats=1, rounds=1)
+    assert LatencyTable.load(eager_cache).mode == "active" and backend.calls == []
+    profile_served(tiny_net, served, max_batch=2, cache=eager_cache, warmup=0, repeats=2, rounds=1, backend=backend,
+                   sample_shape=(3, 32, 32))
+    assert len(backend.calls) == 8  # the table's mode says another backend measured it: measured again

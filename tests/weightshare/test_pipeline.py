@@ -7,8 +7,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from weightshare import PipelineConfig, SubNetResult, choose_load, select_served
+from weightshare import PipelineConfig, SubNetResult
 from weightshare.cli import main
+from weightshare.pipeline import make_datamodule, select_served
+from weightshare.report import summary
 from ws_serve import Profile
 
 
@@ -16,8 +18,12 @@ from ws_serve import Profile
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"model": "resnet18"}, r"model must be one of \[.*'ws_ofa_mbv3_035_32'.*\], got 'resnet18'"),
-        ({"dataset": "imagenet"}, r"dataset must be one of \['digits', 'cifar10'\], got 'imagenet'"),
+        ({"model": "resnet18"}, r"model must be one of \[.*'ws_ofa_mbv3_035_28'.*\], got 'resnet18'"),
+        ({"dataset": "imagenet"}, r"dataset must be one of \['fashion_mnist', 'digits', 'cifar10'\], got 'imagenet'"),
+        ({"backend": "tensorrt"}, r"backend must be one of \['auto', 'onnxruntime', 'eager', 'compile'\], "
+                                  r"got 'tensorrt'"),
+        ({"repeats": 0}, r"repeats must be an int >= 1, got 0"),
+        ({"warmup_fraction": 1.0}, r"warmup_fraction must be in \[0, 1\), got 1.0"),
         ({"epochs": 0}, r"epochs must be an int >= 1, got 0"),
         ({"served_subnets": 2.5}, r"served_subnets must be an int >= 1, got 2.5"),
         ({"train_size": 10}, r"train_size must be None or an int >= batch_size \(64\), got 10"),
@@ -37,7 +43,7 @@ def test_bad_settings_fail_up_front_with_allowed_and_given(change, message):
 
 def test_defaults_are_valid():
     cfg = PipelineConfig().validate()
-    assert cfg.dataset == "digits" and cfg.model == "ws_ofa_mbv3_035_32" and cfg.slo_ms is None
+    assert cfg.dataset == "fashion_mnist" and cfg.model == "ws_ofa_mbv3_035_28" and cfg.slo_ms is None
 
 
 # Pure steps -----------------------------------------------------------------------------------------------
@@ -56,28 +62,32 @@ def test_served_set_spreads_over_the_pareto_front_and_keeps_both_ends():
         select_served([_result(5, 0.5, pareto=False)], 2)
 
 
-def test_load_and_slo_follow_the_measured_profile():
-    profile = Profile(("a", "b", "c"), (0.5, 0.7, 0.9),
-                      ((2.0, 3.0, 4.0, 5.0), (4.0, 6.0, 8.0, 10.0), (10.0, 12.0, 30.0, 40.0)))
-    # baseline max = "c": SLO 4 × 10 = 40 ms; batches within 20 ms: 1, 2 -> peak max(1000/10, 2000/12) = 166.7 q/s
-    index, slo, rate = choose_load(profile, "max", load=0.6)
-    assert index == 2 and slo == 40.0 and rate == pytest.approx(0.6 * 2000 / 12)
-    # a given SLO: batches within 50 ms are all four -> 4000/40 = 100 < 2000/12
-    assert choose_load(profile, "c", load=1.0, slo_ms=100.0) == (2, 100.0, pytest.approx(2000 / 12))
-    # median of three is "b": SLO 16 ms, batches within 8 ms are 1..3 -> max(250, 333.3, 375) q/s
-    assert choose_load(profile, "median", load=1.0) == (1, 16.0, pytest.approx(3000 / 8))
-    assert choose_load(profile, "min", load=1.0)[0] == 0
-    # 5 ms per request outside the forward: SLO 4 × (10 + 5) = 60; batches with L + 5 <= 30 are 1, 2;
-    # throughput b / (L(b) + 5 b): 1000/15 = 66.7 and 2000/22 = 90.9 q/s
-    assert choose_load(profile, "max", load=0.5, overhead_ms=5.0) == (2, 60.0, pytest.approx(0.5 * 2000 / 22))
-    # a throughput measured end to end replaces the estimate
-    assert choose_load(profile, "max", load=0.5, overhead_ms=5.0, capacity_qps=30.0) == (2, 60.0, 15.0)
-    with pytest.raises(ValueError, match="capacity_qps must be > 0, got 0"):
-        choose_load(profile, capacity_qps=0)
-    with pytest.raises(ValueError, match="overhead_ms must be >= 0, got -1"):
-        choose_load(profile, overhead_ms=-1)
-    with pytest.raises(KeyError, match="no SubNet 'zzz'"):
-        choose_load(profile, "zzz")
+def _served(macs, acc, latency):
+    return SimpleNamespace(id=f"s{macs}", macs=macs, accuracy=acc, served=True, pareto=True, label="")
+
+
+def test_summary_reports_the_acceptance_quantities():
+    # 4 evaluated SubNets, ordered but for one pair; 3 served; profile sorted by accuracy as ws-serve keeps it
+    subnets = [SimpleNamespace(id="a", macs=1, accuracy=0.80, served=True, pareto=True, label="min"),
+               SimpleNamespace(id="b", macs=2, accuracy=0.85, served=True, pareto=True, label="random"),
+               SimpleNamespace(id="c", macs=3, accuracy=0.84, served=False, pareto=False, label="random"),
+               SimpleNamespace(id="d", macs=4, accuracy=0.90, served=True, pareto=True, label="max")]
+    profile = Profile(("a", "b", "d"), (0.80, 0.85, 0.90), ((1.0, 2.0), (2.0, 3.0), (4.0, 3.5)))
+    run = lambda policy, label, attain, acc: SimpleNamespace(  # noqa: E731
+        policy=policy, label=label, slo_attainment=attain, mean_accuracy=acc)
+    result = SimpleNamespace(
+        subnets=subnets, served=[s for s in subnets if s.served], profile=profile,
+        serving=[run("slackfit", "SlackFit", 0.95, 0.87), run("fixed:d", "fixed d (most accurate)", 0.70, 0.90),
+                 run("fixed:a", "fixed a (least accurate)", 1.0, 0.80)])
+    out = summary(result)
+    assert out["max_minus_min_accuracy"] == pytest.approx(0.10)
+    # ranks of MACs 1..4 vs accuracy ranks 1, 3, 2, 4: rho = 1 - 6 * (0 + 1 + 1 + 0) / (4 * 15) = 0.8
+    assert out["spearman_macs_accuracy"] == pytest.approx(0.8)
+    assert out["pareto_subnets"] == 3 and out["served_subnets"] == 3 and out["latency_batch"] == 2
+    # latency at batch 2: a 2.0, b 3.0, d 3.5 -> monotone in MACs
+    assert out["spearman_macs_latency_served"] == pytest.approx(1.0)
+    assert out["slackfit_minus_most_accurate_attainment"] == pytest.approx(0.25)
+    assert out["slackfit_accuracy_position"] == pytest.approx(0.7)  # (0.87 - 0.80) / (0.90 - 0.80)
 
 
 # The command --------------------------------------------------------------------------------------------------
@@ -101,26 +111,46 @@ def test_ws_forwards_to_the_package_commands(capsys):
 
 
 def test_cifar10_without_files_says_where_it_looked(tmp_path):
-    from weightshare import make_datamodule
-
-    cfg = PipelineConfig(dataset="cifar10", data_root=str(tmp_path / "none")).validate()
-    with pytest.raises(FileNotFoundError, match=r"CIFAR-10 is not under .*none/cifar-10-batches-py.*--download"):
+    cfg = PipelineConfig(dataset="cifar10", data_root=str(tmp_path / "none"), download=False).validate()
+    with pytest.raises(FileNotFoundError, match=r"CIFAR-10 is not under .*none/cifar-10-batches-py and downloading "
+                                                r"is off \(--no-download\).*allow the download"):
         make_datamodule(cfg, 32)
+
+
+def test_fashion_mnist_is_read_from_torchvision_files_under_data_root(tmp_path):
+    import numpy as np
+
+    from ws_core.data import write_idx
+
+    raw = tmp_path / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 5040), ("t10k", 40)):  # the data module holds 5,000 out for validation
+        write_idx(raw / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte", np.arange(n, dtype=np.uint8) % 10)
+    cfg = PipelineConfig(dataset="fashion_mnist", data_root=str(tmp_path), download=False, train_size=None,
+                         batch_size=16).validate()
+    dm = make_datamodule(cfg, 28)
+    dm.prepare_data()
+    dm.setup("fit")
+    x, _ = next(iter(dm.test_dataloader()))
+    assert x.shape[1:] == (3, 28, 28) and len(dm.test_set) == 40 and dm.num_classes == 10
 
 
 # The whole pipeline at a reduced size ------------------------------------------------------------------------
 def test_pipeline_trains_searches_serves_and_reports(tmp_path, capsys):
-    code = main(["demo", "--epochs", "2", "--batch-size", "32", "--train-size", "320", "--candidates", "3",
-                 "--bn-batches", "2",
-                 "--served-subnets", "3", "--max-batch", "4", "--trace-seconds", "3", "--cv2", "4",
+    code = main(["demo", "--dataset", "digits", "--epochs", "2", "--batch-size", "32", "--train-size", "320",
+                 "--candidates", "3", "--bn-batches", "2", "--served-subnets", "3", "--max-batch", "4",
+                 "--trace-seconds", "3", "--repeats", "2", "--cv2", "4",
                  "--out", str(tmp_path), "--name", "run", "--no-progress-bar"])
     assert code == 0
     run = tmp_path / "run"
     out = capsys.readouterr().out
     assert f"report: {run / 'report.md'}" in out
+    assert "Tip:" not in out and "litlogger" not in out  # no third-party banners
     for name in ("report.md", "accuracy_vs_macs.png", "serving_timeline.png", "results.json", "config.json",
                  "trace.csv", "supernet.safetensors", "supernet.safetensors.served.json",
-                 "supernet.safetensors.subnetnorm.safetensors", "server-slackfit.log", "server-fixed.log",
+                 "supernet.safetensors.subnetnorm.safetensors", "server-slackfit-0.log", "server-slackfit-1.log",
                  "server-calibration.log"):
         assert (run / name).is_file() and (run / name).stat().st_size > 0, name
     for png in ("accuracy_vs_macs.png", "serving_timeline.png"):
@@ -132,28 +162,38 @@ def test_pipeline_trains_searches_serves_and_reports(tmp_path, capsys):
     # 3 candidates: a third drawn at random, the rest mutations of the Pareto front found so far
     assert [s["label"] for s in results["subnets"]] == ["min", "max", "random", "mutation", "mutation"]
     assert subnets["max"]["accuracy"] > 0.2          # 10 classes: chance is 0.1
-    assert all(0 <= s["accuracy"] <= 1 for s in results["subnets"])
+    assert all(0 <= s["accuracy"] <= 1 and 0 <= s["val_accuracy"] <= 1 for s in results["subnets"])
     assert subnets["min"]["macs"] < subnets["max"]["macs"]
     served = [s for s in results["subnets"] if s["served"]]
     assert 1 <= len(served) <= 3 and all(s["pareto"] for s in served)
     assert results["slo_ms"] > 0 and results["overhead_ms"] >= 0 and results["capacity_qps"] > 0
     assert results["rate_qps"] == pytest.approx(0.7 * results["capacity_qps"])
+    assert sorted(results["profile"]["subnet_ids"]) == sorted(s["id"] for s in served)
+    assert len(results["profile"]["latency_ms"]) == len(served)
+    assert set(results["summary"]) >= {"max_minus_min_accuracy", "spearman_macs_accuracy", "pareto_subnets",
+                                       "served_subnets", "spearman_macs_latency_served"}
 
-    policies = {r["policy"].partition(":")[0]: r for r in results["serving"]}
-    assert set(policies) == {"slackfit", "fixed"}
-    for r in policies.values():
-        assert r["sent"] == results["trace"]["queries"] > 0
-        assert sum(r["statuses"].values()) == r["sent"]            # one outcome per query
-        assert 0.0 <= r["slo_attainment"] <= 1.0
+    policies = [r["policy"] for r in results["serving"]]
+    most = max(served, key=lambda s: (s["accuracy"], s["macs"]))["id"]
+    assert policies[:2] == ["slackfit", f"fixed:{most}"]
+    assert results["trace"]["repeats"] == 2
+    for r in results["serving"]:
+        assert len(r["repeats"]) == 2
+        for rep, queries in zip(r["repeats"], results["trace"]["queries_per_repeat"]):
+            assert rep["sent"] == queries > 0
+            assert sum(rep["statuses"].values()) == rep["sent"]            # one outcome per query
+        assert r["slo_attainment"] == pytest.approx(sum(rep["slo_attainment"] for rep in r["repeats"]) / 2)
+        low, high = r["slo_attainment_range"]
+        assert 0.0 <= low <= r["slo_attainment"] <= high <= 1.0
         assert all(a is None or 0 <= a <= 1 for a in r["timeline"]["slo_attainment"])
-        if r["met_slo"]:
+        if r["mean_accuracy"] is not None:
             assert min(s["accuracy"] for s in served) - 1e-9 <= r["mean_accuracy"] <= max(
                 s["accuracy"] for s in served) + 1e-9
-    best = max(s["accuracy"] for s in served)
-    assert all(next(s for s in served if s["id"] == sid)["accuracy"] == best for sid in policies["fixed"]["subnets"])
+    fixed = next(r for r in results["serving"] if r["policy"] == f"fixed:{most}")
+    assert all(sid == most for rep in fixed["repeats"] for sid in rep["subnets"])
 
     report = (run / "report.md").read_text()
     assert "![accuracy vs MACs](accuracy_vs_macs.png)" in report
     assert "![serving timeline](serving_timeline.png)" in report
-    assert re.search(r"SlackFit \| [01]\.\d{3} \|", report)
+    assert re.search(r"SlackFit \| [01]\.\d{3} \([01]\.\d{3}–[01]\.\d{3}\) \|", report)
     assert f"{100 * subnets['max']['accuracy']:.2f}" in report

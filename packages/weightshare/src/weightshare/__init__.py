@@ -1,48 +1,15 @@
 """weightshare: train one SuperNet, pick SubNets, serve them — the packages wired into one pipeline.
 
 >>> from weightshare import PipelineConfig, run_pipeline
->>> result = run_pipeline(PipelineConfig(epochs=8))      # doctest: +SKIP
+>>> result = run_pipeline(PipelineConfig(epochs=2))       # doctest: +SKIP
 >>> result.report                                         # doctest: +SKIP
-PosixPath('runs/20261122-093000/report.md')
+PosixPath('runs/20261204-093000/report.md')
+
+Each step is a package's public API (ws-train, ws-core's search, ws-serve's deployment and calibration);
+``examples/train_search_serve.py`` writes the steps out one by one.
 """
 
-from .pipeline import (
-    PipelineConfig,
-    PipelineResult,
-    ServingRun,
-    SubNetResult,
-    TrainResult,
-    choose_load,
-    deploy_served_set,
-    evaluate_subnets,
-    make_datamodule,
-    measure_capacity,
-    measure_overhead,
-    run_pipeline,
-    select_served,
-    serve_and_replay,
-    train_supernet,
-    ws_serve_process,
-)
-from .report import write_report
+from .pipeline import PipelineConfig, PipelineResult, ServingRun, SubNetResult, TrainResult, run_pipeline
 
-__all__ = [
-    "PipelineConfig",
-    "PipelineResult",
-    "ServingRun",
-    "SubNetResult",
-    "TrainResult",
-    "choose_load",
-    "deploy_served_set",
-    "evaluate_subnets",
-    "make_datamodule",
-    "measure_capacity",
-    "measure_overhead",
-    "run_pipeline",
-    "select_served",
-    "serve_and_replay",
-    "train_supernet",
-    "write_report",
-    "ws_serve_process",
-]
+__all__ = ["PipelineConfig", "PipelineResult", "ServingRun", "SubNetResult", "TrainResult", "run_pipeline"]
 __version__ = "0.1.0"

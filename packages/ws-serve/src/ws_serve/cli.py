@@ -40,7 +40,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--subnets", type=_positive(int), default=6, help="size of the default Pareto served set")
     p.add_argument("--max-batch", type=_positive(int), default=16, help="largest batch (profile covers 1..B)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
-    p.add_argument("--profile-repeats", type=_positive(int), default=10)
+    p.add_argument("--profile-repeats", type=_positive(int), default=10, help="timed forwards per latency entry")
+    p.add_argument("--profile-rounds", type=_positive(int), default=3,
+                   help="profiling rounds; each latency is the lowest per-round median")
     p.add_argument("--seed", type=int, default=0, help="seed for the default served set and an uncheckpointed model")
 
 
@@ -49,9 +51,12 @@ def _deploy(args: argparse.Namespace, profile: str | None = None):
 
     if args.model is None and args.checkpoint is None:
         raise SystemExit("ws-serve: give --model or --checkpoint")
+    backend = getattr(args, "backend", None)
     return deploy(args.model, args.checkpoint, num_classes=args.num_classes, served=args.served,
                   subnets=args.subnets, max_batch=args.max_batch, device=args.device, profile=profile,
-                  profile_repeats=args.profile_repeats, seed=args.seed)
+                  profile_repeats=args.profile_repeats, profile_rounds=args.profile_rounds, seed=args.seed,
+                  backend=None if backend == "eager" else backend,
+                  progress=lambda line: print(f"ws-serve: {line}", flush=True))
 
 
 # run ------------------------------------------------------------------------------------------------
@@ -219,7 +224,7 @@ def _simulate(args: argparse.Namespace) -> int:
         profile = superserve_paper_profile()
         print("profile: synthetic, modelled on the SuperServe paper's numbers (superserve_paper_profile)")
     trace = _load_trace(args)
-    names = args.policy or ["slackfit", "maxbatch", "maxacc", "mincost"] + [
+    names = args.policy or ["slackfit", "slackfit-paper", "maxbatch", "maxacc", "mincost"] + [
         f"fixed:{round(k * (profile.num_subnets - 1) / 5)}" for k in range(6)]
     unknown = [n for n in names if n.partition(":")[0] not in POLICIES]
     if unknown:
@@ -279,7 +284,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--grpc-port", type=int, help="also serve the protocol over gRPC on this port of --host "
                      "(0: any free port; default: HTTP only)")
     run.add_argument("--ready-file", help="once listening, write JSON {http, grpc, pid} here (atomically)")
-    run.add_argument("--policy", default="slackfit", help="slackfit, maxbatch, maxacc, mincost or fixed:<subnet>")
+    run.add_argument("--policy", default="slackfit",
+                     help="slackfit (queue-aware), slackfit-paper, maxbatch, maxacc, mincost or fixed:<subnet>")
     run.add_argument("--workers", type=_positive(int), default=1, help="workers (CPU threads, GPUs or Ray actors)")
     run.add_argument("--backend", default="auto",
                      choices=["auto", "eager", "onnxruntime", "compile", "cudagraphs", "tensorrt"],

@@ -13,7 +13,7 @@ actor) builds the same weights.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,7 @@ __all__ = [
     "load_supernet",
     "make_local_workers",
     "read_images",
+    "save_served_set",
     "served_set_path",
 ]
 
@@ -67,6 +68,26 @@ def load_supernet(model: str | None, checkpoint: str | os.PathLike | None = None
     if checkpoint is not None:
         load_checkpoint(net, checkpoint)
     return net.eval()
+
+
+def save_served_set(net: SuperNet, checkpoint: str | os.PathLike, configs: Sequence[Any],
+                    accuracies: Sequence[float], statistics: Sequence[Any],
+                    source: str = "measured accuracy") -> ServedSet:
+    """Store a served set with a checkpoint: ``<checkpoint>.served.json`` (the SubNets, their measured
+    ``accuracies`` and, from the in-memory ``net``, their MACs) and ``<checkpoint>.subnetnorm.safetensors``
+    (one :class:`ws_core.bn.BNStatistics` per SubNet, e.g. from :func:`ws_core.bn.recalibrate_bn`).
+    Both are written atomically; ``ws-serve run --checkpoint`` and :func:`deploy` read them."""
+    if not (len(configs) == len(accuracies) == len(statistics)):
+        raise ValueError(f"save_served_set: {len(configs)} configs, {len(accuracies)} accuracies and "
+                         f"{len(statistics)} statistics; one of each per SubNet")
+    served = ServedSet.from_accuracies(net, configs, accuracies, source=source)
+    by_id = {s.subnet_id: s for s in statistics}
+    missing = [sid for sid in served.ids if sid not in by_id]
+    if missing:
+        raise ValueError(f"save_served_set: no statistics for SubNets {missing}; got them for {sorted(by_id)}")
+    served.save(served_set_path(checkpoint))
+    save_subnet_norm(subnet_norm_path(checkpoint), [by_id[sid] for sid in served.ids])
+    return served
 
 
 def calibrate_subnet_norm(net: SuperNet, served: ServedSet, images: torch.Tensor, batch_size: int = 64,
@@ -140,16 +161,26 @@ def deploy(
     profile: Profile | str | os.PathLike | None = None,
     profile_warmup: int = 3,
     profile_repeats: int = 10,
+    profile_rounds: int = 3,
     seed: int = 0,
+    net: SuperNet | None = None,
+    backend: str | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> Deployment:
     """Build a deployment. The served set comes from ``served`` (object or JSON file), else the
     checkpoint's ``.served.json``, else :func:`pareto_served_set` with ``subnets`` SubNets (and is then
     stored with the checkpoint). The profile comes from ``profile`` (object or JSON file) or is measured
-    on ``device`` (cached next to the checkpoint)."""
+    on ``device`` (cached next to the checkpoint) — with the execution ``backend`` that will serve
+    (``"auto"``, ``"onnxruntime"``, ...; ``None``: the SuperNet in place, as the eager backend runs it),
+    reporting each step to ``progress``. ``net``: the SuperNet already in memory (e.g. just trained;
+    SubNetAct is inserted into it) instead of loading ``checkpoint``, whose side files are still read."""
     if max_batch < 1:
         raise ValueError(f"max_batch must be >= 1, got {max_batch}")
     ckpt = None if checkpoint is None else os.fspath(checkpoint)
-    net = load_supernet(model, ckpt, num_classes, seed)
+    if net is None:
+        net = load_supernet(model, ckpt, num_classes, seed)
+    else:
+        net.eval()
     if isinstance(served, (str, os.PathLike)):
         served = ServedSet.load(served)
     elif served is None and ckpt is not None and served_set_path(ckpt).is_file():
@@ -162,18 +193,25 @@ def deploy(
     act.net.to(device)
     if isinstance(profile, (str, os.PathLike)):
         profile = Profile.load(profile)
+    cfg = getattr(net, "pretrained_cfg", None) or {}
+    sample_shape = tuple(int(v) for v in cfg.get("input_size", (3, 224, 224)))
     if profile is None:
-        cache = latency_cache_path(ckpt, device) if ckpt is not None else None
-        profile = profile_served(act.net, served, max_batch, cache=cache, device=device,
-                                 warmup=profile_warmup, repeats=profile_repeats)
+        timing = None
+        if backend is not None:
+            timing = make_backend(backend, act)
+            if progress is not None:
+                progress(f"preparing the {timing.name} backend for {len(served)} SubNets")
+            timing.prepare(sample_shape, range(1, max_batch + 1))
+        cache = None if ckpt is None else latency_cache_path(ckpt, device, "eager" if timing is None else timing.name)
+        profile = profile_served(act.net, served, max_batch, cache=cache, device=device, warmup=profile_warmup,
+                                 repeats=profile_repeats, rounds=profile_rounds, progress=progress, backend=timing,
+                                 sample_shape=sample_shape)
     if sorted(profile.subnet_ids) != sorted(served.ids):
         raise ValueError(f"the profile covers SubNets {sorted(profile.subnet_ids)}, the served set is "
                          f"{sorted(served.ids)}")
     if profile.max_batch < max_batch:
         raise ValueError(f"the profile covers batch sizes up to {profile.max_batch}, max_batch is {max_batch}")
     profile = profile.restrict(max_batch)
-    cfg = getattr(net, "pretrained_cfg", None) or {}
-    sample_shape = tuple(int(v) for v in cfg.get("input_size", (3, 224, 224)))
     name = (cfg.get("architecture") or model or type(net).__name__)
     info = ModelInfo(str(name), sample_shape, int(getattr(net, "num_classes", 0)), max_batch, served,
                      extra={"profile_device": profile.device, "profile_note": profile.note})

@@ -374,18 +374,21 @@ def _device_name(device: torch.device) -> str:
     return platform.processor() or platform.machine()
 
 
-def latency_cache_path(checkpoint: str | os.PathLike, device: torch.device | str = "cpu") -> Path:
-    """``<checkpoint>.latency-<device>.json``: where the latency table of a checkpoint is cached."""
+def latency_cache_path(checkpoint: str | os.PathLike, device: torch.device | str = "cpu",
+                       backend: str = "eager") -> Path:
+    """``<checkpoint>.latency-<device>[-<backend>].json``: where the latency table of a checkpoint,
+    measured with an execution backend (no suffix: the eager SuperNet), is cached."""
     device = torch.device(device)
     slug = re.sub(r"[^A-Za-z0-9]+", "-", f"{device.type}-{_device_name(device)}").strip("-").lower()
-    return Path(f"{os.fspath(checkpoint)}.latency-{slug}.json")
+    suffix = "" if backend in ("eager", "active") else "-" + re.sub(r"[^A-Za-z0-9]+", "-", backend).lower()
+    return Path(f"{os.fspath(checkpoint)}.latency-{slug}{suffix}.json")
 
 
 def _table_covers(table: LatencyTable, ids: Iterable[str], batches: Iterable[int], device: torch.device,
-                  rounds: int = 1) -> bool:
+                  rounds: int = 1, mode: str = "active") -> bool:
     have = {(e.subnet_id, e.batch_size): e.rounds for e in table.entries}
     return (table.device_name == _device_name(device) and table.threads == torch.get_num_threads()
-            and table.mode == "active" and all(have.get((i, b), 0) >= rounds for i in ids for b in batches))
+            and table.mode == mode and all(have.get((i, b), 0) >= rounds for i in ids for b in batches))
 
 
 def latency_inversions(
@@ -443,6 +446,8 @@ def profile_served(
     inversion_rtol: float = 0.02,
     progress: Callable[[str], None] | None = None,
     measure: Measure | None = None,
+    backend: Any = None,
+    sample_shape: Sequence[int] | None = None,
 ) -> Profile:
     """Measure (or reuse) the latency of every served SubNet at batch sizes ``1..max_batch``.
 
@@ -461,6 +466,10 @@ def profile_served(
         progress: called with one line per step (e.g. ``print``), so start-up is not silent.
         measure: ``measure(configs, batch_sizes) -> LatencyTable``; default
             :func:`ws_core.cost.profile_latency` with the arguments above (injectable for tests).
+        backend: a prepared :class:`~ws_serve.backends.Backend` whose forwards are timed instead of the
+            SuperNet's (the profile then describes what that backend serves; ``None`` or the eager
+            backend: the SuperNet with SubNetAct, in place), on inputs ``[b, *sample_shape]``
+            (default: the model's ``input_size``).
     """
     if max_batch < 1:
         raise ValueError(f"profile_served: max_batch must be >= 1, got {max_batch}")
@@ -469,21 +478,33 @@ def profile_served(
     device = torch.device(device) if device is not None else next(net.parameters()).device
     batches = list(range(1, max_batch + 1))
     say = progress if progress is not None else (lambda _msg: None)
+    mode = "active" if backend is None or backend.name == "eager" else backend.name
+    forward = None
+    if mode != "active":
+        shape = tuple(int(v) for v in (sample_shape or (net.pretrained_cfg or {})["input_size"]))
+        inputs: dict[int, torch.Tensor] = {}
+
+        def forward(batch_size: int, cfg: SubNetConfig) -> None:
+            x = inputs.get(batch_size)
+            if x is None:
+                x = inputs[batch_size] = torch.randn(batch_size, *shape, device=device)
+            backend(x, cfg.id)
     if measure is None:
         def measure(configs: list[SubNetConfig], batch_sizes: list[int]) -> LatencyTable:
             return profile_latency(net, configs, batch_sizes=batch_sizes, device=device, warmup=warmup,
-                                   repeats=repeats, mode="active", rounds=rounds, progress=progress)
+                                   repeats=repeats, mode=mode, rounds=rounds, progress=progress, forward=forward)
     table = None
     if cache is not None and Path(cache).is_file():
         try:
             cached = LatencyTable.load(cache)
         except (ValueError, TypeError, KeyError, json.JSONDecodeError):
             cached = None  # unreadable cache: measure again and overwrite it
-        if cached is not None and _table_covers(cached, served.ids, batches, device, rounds):
+        if cached is not None and _table_covers(cached, served.ids, batches, device, rounds, mode):
             table = cached
             say(f"latency profile: reusing {cache}")
     if table is None:
-        say(f"latency profile: {len(served)} SubNets x batch 1..{max_batch} on {device}, {rounds} round(s) of "
+        say(f"latency profile: {len(served)} SubNets x batch 1..{max_batch} on {device} "
+            f"({'SuperNet, in place' if mode == 'active' else mode + ' backend'}), {rounds} round(s) of "
             f"{repeats} timed forwards each")
         table = measure(served.configs, batches)
         inversions = _macs_check(table, served, max_batch, inversion_rtol)

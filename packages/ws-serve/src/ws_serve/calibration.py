@@ -1,0 +1,134 @@
+"""Calibrate a live ``ws-serve`` process and replay traces against it: the serving half of an experiment.
+
+A script, benchmark or pipeline that has a checkpoint with its served set (:func:`ws_serve.deploy.save_served_set`)
+uses these to pick a load that means something on *this* machine and to compare policies on one trace:
+
+* :func:`ws_serve_process` — ``ws-serve run`` for a checkpoint and policy on a free loopback port
+  (:func:`ws_serve.launch.server_process`), for the length of a ``with`` block;
+* :func:`measure_overhead` — per-request latency outside the forward pass, measured end to end;
+* :func:`measure_capacity` — the highest steady rate a server sustains within an SLO;
+* :func:`choose_load` — the baseline SubNet, the SLO and the trace's mean rate from a profile;
+* :func:`serve_and_replay` — serve with one policy, warm up, replay a trace open loop
+  (:func:`ws_serve.loadgen.replay_sync`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+__all__ = ["BASELINES", "choose_load", "measure_capacity", "measure_overhead", "serve_and_replay",
+           "ws_serve_process"]
+
+#: how a fixed-SubNet baseline is named besides a SubNet id: the most accurate, the median, the cheapest
+BASELINES = ("max", "median", "min")
+
+
+def choose_load(
+    profile, baseline: str = "max", load: float = 0.7, slo_ms: float | None = None, overhead_ms: float = 0.0,
+    capacity_qps: float | None = None,
+) -> tuple[int, float, float]:
+    """``(baseline SubNet index, SLO in ms, mean arrival rate in q/s)`` from a measured profile.
+
+    ``overhead_ms`` is the per-request latency outside the forward pass (HTTP, serialisation) of an
+    idle server (:func:`measure_overhead`). The SLO defaults to 4 × the baseline SubNet's batch-1
+    latency including that overhead. The rate is ``load`` × the baseline's throughput: measured end
+    to end if ``capacity_qps`` is given (:func:`measure_capacity`: the steady rate it sustains within
+    the SLO), else estimated as the peak of
+    ``b / (L(b) + b · overhead)`` over the batch sizes ``b`` whose latency fits in half the SLO — so
+    the fixed baseline keeps up on average and misses the SLO only in bursts.
+    """
+    if overhead_ms < 0:
+        raise ValueError(f"overhead_ms must be >= 0, got {overhead_ms}")
+    n = profile.num_subnets
+    if baseline == "max":
+        index = n - 1
+    elif baseline == "min":
+        index = 0
+    elif baseline == "median":
+        index = n // 2
+    else:
+        index = profile.index(baseline)
+    if slo_ms is None:
+        slo_ms = 4 * (profile.latency(index, 1) + overhead_ms)
+    fits = [b for b in range(1, profile.max_batch + 1)
+            if profile.latency(index, b) + overhead_ms <= slo_ms / 2] or [1]
+    peak = max(1000 * b / (profile.latency(index, b) + b * overhead_ms) for b in fits)
+    if capacity_qps is not None:
+        if not capacity_qps > 0:
+            raise ValueError(f"capacity_qps must be > 0, got {capacity_qps}")
+        peak = capacity_qps
+    return index, float(slo_ms), float(load * peak)
+
+
+@contextmanager
+def ws_serve_process(checkpoint: Path, policy: str, *, log: Path, max_batch: int = 8, workers: int = 1,
+                     overhead_ms: float = 1.0, start_timeout_s: float = 300.0,
+                     extra_args: Sequence[str] = ()) -> Iterator[str]:
+    """Run ``ws-serve run`` for ``checkpoint`` with ``policy`` on a free loopback port until the block
+    ends (then SIGTERM: the server answers what it accepted and exits); yields its base URL once ready
+    (:func:`ws_serve.launch.server_process`)."""
+    from .launch import server_process
+
+    args = ["--checkpoint", str(checkpoint), "--policy", policy, "--max-batch", str(max_batch), "--workers",
+            str(workers), "--max-queue", "4096", "--overhead-ms", f"{overhead_ms:.3f}", *extra_args]
+    with server_process(args, log, start_timeout_s=start_timeout_s) as url:
+        yield url
+
+
+def measure_overhead(url: str, model: str, sample_shape: Sequence[int], forward_ms: float, requests: int = 24,
+                     spacing_s: float = 0.1) -> float:
+    """Per-request cost outside the forward pass, in ms: the median client-measured latency of
+    ``requests`` requests sent one at a time (``spacing_s`` apart, the first quarter discarded as
+    warm-up) minus ``forward_ms``, the batch-1 forward latency of the SubNet that serves them."""
+    from .loadgen import replay_sync
+
+    report = replay_sync(url, model, [spacing_s * i for i in range(requests)], slo_ms=60_000.0,
+                         sample_shape=tuple(sample_shape))
+    if report.ok < requests:
+        raise RuntimeError(f"measure_overhead: only {report.ok} of {requests} sequential requests succeeded "
+                           f"({dict(report.statuses)})")
+    measured = sorted(r.latency_ms for r in report.records if r.at_s >= spacing_s * (requests // 4))
+    return max(0.0, measured[len(measured) // 2] - forward_ms)
+
+
+def measure_capacity(url: str, model: str, sample_shape: Sequence[int], slo_ms: float, start_qps: float, *,
+                     probe_s: float = 3.0, target: float = 0.95, shrink: float = 0.8, max_probes: int = 8) -> float:
+    """The highest steady arrival rate (q/s) a server sustains with ``target`` SLO attainment.
+
+    Steady open-loop streams of ``probe_s`` seconds are replayed, starting at ``start_qps`` and
+    lowering the rate by ``shrink`` until at least ``target`` of the requests meet ``slo_ms`` (at most
+    ``max_probes`` probes; the last rate tried is returned). Measured end to end on this machine, so
+    HTTP handling, batching and the client's own work are all included.
+    """
+    from .loadgen import replay_sync
+
+    if not (start_qps > 0 and 0 < shrink < 1 and 0 < target <= 1 and probe_s > 0 and max_probes >= 1):
+        raise ValueError(f"measure_capacity: need start_qps > 0, 0 < shrink < 1, 0 < target <= 1, probe_s > 0, "
+                         f"max_probes >= 1; got {start_qps}, {shrink}, {target}, {probe_s}, {max_probes}")
+    rate = start_qps
+    for probe in range(max_probes):
+        arrivals = [i / rate for i in range(max(1, int(rate * probe_s)))]
+        report = replay_sync(url, model, arrivals, slo_ms=slo_ms, sample_shape=tuple(sample_shape))
+        if report.slo_attainment >= target or probe == max_probes - 1:
+            return rate
+        rate *= shrink
+        time.sleep(0.5)  # let the queue drain before the next probe
+    return rate
+
+
+def serve_and_replay(checkpoint: Path, policy: str, trace, slo_ms: float, *, log: Path, model: str,
+                     sample_shape: Sequence[int], max_batch: int = 8, workers: int = 1, overhead_ms: float = 1.0,
+                     seed: int = 0, warmup: int = 16, extra_args: Sequence[str] = ()):
+    """Serve ``checkpoint`` with ``policy`` (:func:`ws_serve_process`), send ``warmup`` unmeasured
+    requests, then replay ``trace`` open loop (one KServe v2 request per arrival, SLO ``slo_ms``);
+    the client's :class:`ws_serve.ReplayReport`."""
+    from .loadgen import replay_sync
+
+    with ws_serve_process(checkpoint, policy, log=log, max_batch=max_batch, workers=workers,
+                          overhead_ms=overhead_ms, extra_args=extra_args) as url:
+        replay_sync(url, model, [0.02 * i for i in range(warmup)], slo_ms=slo_ms, sample_shape=tuple(sample_shape),
+                    seed=seed)
+        return replay_sync(url, model, trace, slo_ms=slo_ms, sample_shape=tuple(sample_shape), seed=seed)

@@ -1,0 +1,34 @@
+"""ws_serve.calibration: the load and SLO a replay uses follow the measured profile."""
+
+from __future__ import annotations
+
+import pytest
+
+from ws_serve import Profile
+from ws_serve.calibration import choose_load
+
+
+def test_load_and_slo_follow_the_measured_profile():
+    profile = Profile(("a", "b", "c"), (0.5, 0.7, 0.9),
+                      ((2.0, 3.0, 4.0, 5.0), (4.0, 6.0, 8.0, 10.0), (10.0, 12.0, 30.0, 40.0)))
+    # baseline max = "c": SLO 4 × 10 = 40 ms; batches within 20 ms: 1, 2 -> peak max(1000/10, 2000/12) = 166.7 q/s
+    index, slo, rate = choose_load(profile, "max", load=0.6)
+    assert index == 2 and slo == 40.0 and rate == pytest.approx(0.6 * 2000 / 12)
+    # a given SLO: batches within 50 ms are all four -> 4000/40 = 100 < 2000/12
+    assert choose_load(profile, "c", load=1.0, slo_ms=100.0) == (2, 100.0, pytest.approx(2000 / 12))
+    # median of three is "b": SLO 16 ms, batches within 8 ms are 1..3 -> max(250, 333.3, 375) q/s
+    assert choose_load(profile, "median", load=1.0) == (1, 16.0, pytest.approx(3000 / 8))
+    assert choose_load(profile, "min", load=1.0)[0] == 0
+    # 5 ms per request outside the forward: SLO 4 × (10 + 5) = 60; batches with L + 5 <= 30 are 1, 2;
+    # throughput b / (L(b) + 5 b): 1000/15 = 66.7 and 2000/22 = 90.9 q/s
+    assert choose_load(profile, "max", load=0.5, overhead_ms=5.0) == (2, 60.0, pytest.approx(0.5 * 2000 / 22))
+    # a throughput measured end to end replaces the estimate
+    assert choose_load(profile, "max", load=0.5, overhead_ms=5.0, capacity_qps=30.0) == (2, 60.0, 15.0)
+    with pytest.raises(ValueError, match="capacity_qps must be > 0, got 0"):
+        choose_load(profile, capacity_qps=0)
+    with pytest.raises(ValueError, match="overhead_ms must be >= 0, got -1"):
+        choose_load(profile, overhead_ms=-1)
+    with pytest.raises(KeyError, match="no SubNet 'zzz'"):
+        choose_load(profile, "zzz")
+
+
