@@ -20,8 +20,8 @@ $(STAMP): pyproject.toml $(wildcard packages/*/pyproject.toml)
 
 install: $(STAMP)
 
-# The main job: train a SuperNet on the bundled digits, search, serve under a bursty trace, report
-# to runs/<timestamp>/. Options after DEMO_ARGS, e.g. make demo DEMO_ARGS="--epochs 20".
+# The main job: train a SuperNet on Fashion-MNIST (prepared by `make data`), search, serve under bursty
+# traces, report to runs/<timestamp>/. Options after DEMO_ARGS, e.g. make demo DEMO_ARGS="--epochs 4".
 demo: $(STAMP) data
 	OMP_WAIT_POLICY=$${OMP_WAIT_POLICY:-PASSIVE} $(BIN)/ws demo $(DEMO_ARGS)
 

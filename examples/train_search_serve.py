@@ -1,88 +1,97 @@
 """Train one SuperNet, pick a Pareto set of SubNets, serve them under bursty load — step by step.
 
-This is what ``ws demo`` (and ``make demo``) runs, written out with the packages' public APIs so each
-step can be changed: another SuperNet or data set, another shrinking policy, another served set,
-another trace or policy.
+What ``ws demo`` (and ``make demo``) runs, written out with the packages' public APIs so each step can
+be changed: another SuperNet or data set, another shrinking policy, another served set, trace or policy.
+``make data`` (or torchvision's download) puts Fashion-MNIST under ``data/`` first.
 
     python examples/train_search_serve.py                 # ~8 min on 2 CPU cores
-    python examples/train_search_serve.py --epochs 2      # a quick look
+    python examples/train_search_serve.py --epochs 1      # a quick look
 """
 
 from __future__ import annotations
 
 import argparse
-from datetime import datetime, timezone
 from pathlib import Path
 
-import timm
+import lightning as L
+import torch
+from torchmetrics.classification import MulticlassAccuracy
 
-from weightshare import (
-    PipelineConfig,
-    PipelineResult,
-    ServingRun,
-    choose_load,
-    deploy_served_set,
-    evaluate_subnets,
-    make_datamodule,
-    measure_capacity,
-    measure_overhead,
-    select_served,
-    serve_and_replay,
-    train_supernet,
-    write_report,
-    ws_serve_process,
-)
-from ws_serve import bursty_trace
+from ws_core.bn import recalibrate_bn
+from ws_core.cost import CostModel
+from ws_core.search import pareto_search
+from ws_serve.calibration import choose_load, measure_capacity, measure_overhead, serve_and_replay, ws_serve_process
+from ws_serve.deploy import deploy, save_served_set
+from ws_serve.traces import bursty_trace
+from ws_train import DelayedEpsilonShrinking, FashionMNISTDataModule, SuperNetModule
+
+
+@torch.no_grad()
+def accuracy(net, loader) -> float:
+    metric = MulticlassAccuracy(num_classes=10, average="micro")
+    for x, y in loader:
+        metric.update(net(x).argmax(1), y)
+    return float(metric.compute())
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--out", default="runs")
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--out", default="runs/example")
     args = parser.parse_args()
-    cfg = PipelineConfig(epochs=args.epochs, out_dir=args.out).validate()
-    run_dir = Path(cfg.out_dir) / datetime.now(timezone.utc).strftime("example-%Y%m%d-%H%M%S")
-    run_dir.mkdir(parents=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
 
-    # 1. Train once: ws-train's SuperNetModule + DelayedEpsilonShrinking on a Lightning Trainer.
-    image_size = timm.get_pretrained_cfg(cfg.model).input_size[-1]
-    data = make_datamodule(cfg, image_size)                         # bundled digits, offline
-    net, train = train_supernet(cfg, data, run_dir)                  # writes run_dir/supernet.safetensors
+    # 1. Train once: ws-train's SuperNetModule + Delayed ε-Shrinking on a Lightning Trainer.
+    model = "ws_ofa_mbv3_035_28"                       # 28×28 inputs, elastic resolution 16–28
+    data = FashionMNISTDataModule(root="data", train_size=30000, augment=False, batch_size=64,
+                                  calibration_batch_size=256)
+    module = SuperNetModule(model, num_classes=10, lr=0.1, channels_last=True)
+    L.Trainer(max_epochs=args.epochs, callbacks=[DelayedEpsilonShrinking(warmup_fraction=0.3)], logger=False,
+              enable_checkpointing=False).fit(module, data)
+    checkpoint = module.save_supernet(str(out / "supernet.safetensors"))
+    net = module.supernet.eval().to(memory_format=torch.contiguous_format)
 
-    # 2. Search: min, max and random SubNets, each with recalibrated BN, scored on held-out images;
-    #    serve an even spread of the (MACs, accuracy) Pareto front.
-    subnets = evaluate_subnets(net, data, candidates=cfg.candidates, bn_batches=cfg.bn_batches, seed=cfg.seed)
-    served = select_served(subnets, cfg.served_subnets)
-    for s in served:
-        print(f"serving {s.id}: {100 * s.accuracy:.1f}% at {s.macs / 1e6:.2f} MMACs")
+    # 2. Search: min, max, random SubNets, then mutations of the Pareto front; each SubNet's BN
+    #    statistics recalibrated, ranked on the validation split, reported on the held-out split.
+    costs, stats = CostModel(net), {}
 
-    # 3. Deploy: served set + SubnetNorm statistics next to the checkpoint, latency measured here;
-    #    latency and throughput measured end to end on a server pinned to the most accurate SubNet.
-    profile = deploy_served_set(train.checkpoint, served, cfg.max_batch, net=net)
+    def score(cfg) -> float:
+        stats[cfg] = recalibrate_bn(net, data.calibration_dataloader(), cfg, num_batches=4)
+        with net.subnet(cfg):
+            return accuracy(net, data.val_dataloader())
+
+    points = pareto_search(net.space, score, lambda c: float(costs.macs(c)), candidates=30,
+                           generator=torch.Generator().manual_seed(0))
+    front = sorted((p for p in points if p.pareto), key=lambda p: p.cost)
+    served = [front[round(k * (len(front) - 1) / 5)] for k in range(6)] if len(front) > 6 else front
+    held_out = {}
+    for p in served:
+        stats[p.config].apply(net)
+        with net.subnet(p.config):
+            held_out[p.config] = accuracy(net, data.test_dataloader())
+        print(f"serving {p.config.id}: {p.cost / 1e6:.2f} MMACs, held-out accuracy {100 * held_out[p.config]:.2f}%")
+
+    # 3. Deploy: served set + SubnetNorm statistics next to the checkpoint; latency measured here with
+    #    the backend that will serve (ONNX Runtime on CPU), cached for the server.
+    configs = [p.config for p in served]
+    save_served_set(net, checkpoint, configs, [held_out[c] for c in configs], [stats[c] for c in configs])
+    profile = deploy(None, checkpoint, net=net, max_batch=8, backend="auto", progress=print).profile
+
+    # 4. Calibrate on a server pinned to the most accurate SubNet, then replay one bursty trace per policy.
+    sample = (3, 28, 28)
     best = profile.num_subnets - 1
-    sample_shape = (3, image_size, image_size)
-    pinned = f"fixed:{profile.subnet_ids[best]}"
-    with ws_serve_process(train.checkpoint, pinned, log=run_dir / "server-calibration.log") as url:
-        overhead_ms = measure_overhead(url, cfg.model, sample_shape, forward_ms=profile.latency(best, 1))
-        _, slo_ms, estimate = choose_load(profile, "max", 1.0, overhead_ms=overhead_ms)
-        capacity = measure_capacity(url, cfg.model, sample_shape, slo_ms, start_qps=estimate)
-    baseline, slo_ms, rate = choose_load(profile, "max", cfg.load, overhead_ms=overhead_ms, capacity_qps=capacity)
-    trace = bursty_trace(0.25 * rate, 0.75 * rate, cv2=cfg.cv2, duration_s=cfg.trace_seconds, seed=cfg.seed)
-    trace.save(run_dir / "trace.csv")
-
-    # 4. Serve: the real ws-serve process on 127.0.0.1 per policy, the trace replayed open loop.
-    runs = []
-    for policy, label in [("slackfit", "SlackFit"), (f"fixed:{profile.subnet_ids[baseline]}", "fixed max SubNet")]:
-        log = run_dir / f"server-{policy.partition(':')[0]}.log"
-        report = serve_and_replay(train.checkpoint, policy, trace, slo_ms, log=log, model=cfg.model,
-                                  sample_shape=sample_shape, max_batch=cfg.max_batch, overhead_ms=overhead_ms)
-        runs.append(ServingRun(policy, label, report, log))
-        print(f"{label}: SLO attainment {report.slo_attainment:.3f}, served accuracy {100 * report.mean_accuracy:.1f}%")
-
-    # 5. Report: Markdown + PNG plots + results.json.
-    result = PipelineResult(run_dir, cfg, train, subnets, profile, slo_ms, rate, trace, runs, overhead_ms=overhead_ms,
-                            capacity_qps=capacity)
-    print(f"report: {write_report(result)}")
+    with ws_serve_process(Path(checkpoint), f"fixed:{profile.subnet_ids[best]}", log=out / "calibration.log") as url:
+        overhead = measure_overhead(url, model, sample, forward_ms=profile.latency(best, 1))
+        _, slo_ms, estimate = choose_load(profile, "max", 1.0, overhead_ms=overhead)
+        capacity = measure_capacity(url, model, sample, slo_ms, start_qps=estimate)
+    _, slo_ms, rate = choose_load(profile, "max", 0.7, overhead_ms=overhead, capacity_qps=capacity)
+    trace = bursty_trace(0.25 * rate, 0.75 * rate, cv2=8.0, duration_s=20.0, seed=0)
+    for policy in ("slackfit", f"fixed:{profile.subnet_ids[best]}", f"fixed:{profile.subnet_ids[0]}"):
+        report = serve_and_replay(Path(checkpoint), policy, trace, slo_ms, log=out / "server.log", model=model,
+                                  sample_shape=sample, overhead_ms=overhead)
+        print(f"{policy}: SLO attainment {report.slo_attainment:.3f}, "
+              f"served accuracy {100 * report.mean_accuracy:.2f}%")
 
 
 if __name__ == "__main__":

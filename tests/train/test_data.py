@@ -233,3 +233,16 @@ def test_fashion_mnist_module_sizes_channels_and_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="Fashion-MNIST not found"):
         FashionMNISTDataModule(root=str(tmp_path / "none"), download=False, cache_dir=str(tmp_path / "cache")).setup()
     assert not (tmp_path / "none").exists() and not (tmp_path / "cache").exists()
+
+
+def test_eval_batch_size_sets_the_validation_and_test_batches_only():
+    dm = DigitsDataModule(image_size=8, batch_size=16, eval_batch_size=100)
+    dm.setup("fit")
+    assert next(iter(dm.train_dataloader()))[0].shape[0] == 16
+    assert next(iter(dm.val_dataloader()))[0].shape[0] == 100
+    assert next(iter(dm.test_dataloader()))[0].shape[0] == 100
+    dm.eval_batch_size = 7  # an attribute: callers that evaluate many SubNets raise it for a while
+    assert next(iter(dm.val_dataloader()))[0].shape[0] == 7
+    assert DigitsDataModule(batch_size=16).eval_batch_size == 16
+    with pytest.raises(ValueError, match=r"eval_batch_size must be an integer >= 1, got 0"):
+        DigitsDataModule(eval_batch_size=0)

@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +73,7 @@ class PipelineConfig:
     data_root: str = "data"
     download: bool = True
     epochs: int = 2
-    batch_size: int = 64
+    batch_size: int = 128
     lr: float = 0.1
     train_size: int | None = 30000
     warmup_fraction: float = 0.3
@@ -286,7 +287,7 @@ def make_datamodule(cfg: PipelineConfig, image_size: int):
     if cfg.dataset == "fashion_mnist":
         return FashionMNISTDataModule(root=cfg.data_root, download=cfg.download, image_size=image_size,
                                       train_size=cfg.train_size, augment=cfg.augment, batch_size=cfg.batch_size,
-                                      calibration_batch_size=256, seed=cfg.seed)
+                                      calibration_batch_size=256, eval_batch_size=500, seed=cfg.seed)
     if cfg.dataset == "digits":
         return DigitsDataModule(image_size=image_size, train_size=cfg.train_size, batch_size=cfg.batch_size,
                                 seed=cfg.seed)
@@ -311,21 +312,21 @@ def train_supernet(cfg: PipelineConfig, datamodule, run_dir: Path,
     module = SuperNetModule(cfg.model, num_classes=datamodule.num_classes, lr=cfg.lr, seed=cfg.seed,
                             val_bn_batches=cfg.bn_batches, channels_last=True)
     bar = cfg.progress_bar and sys.stdout.isatty()
-    trainer = L.Trainer(
-        max_epochs=cfg.epochs,
-        callbacks=[DelayedEpsilonShrinking(warmup_fraction=cfg.warmup_fraction, num_random=cfg.num_random,
-                                           seed=cfg.seed)]
-                  + ([] if bar else [_progress_callback(say)]),
-        logger=CSVLogger(run_dir, name="lightning", version=""),
-        default_root_dir=run_dir,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        enable_progress_bar=bar,
-        num_sanity_val_steps=0,
-        log_every_n_steps=10,
-    )
-    start = time.perf_counter()
     with _quiet_third_parties():
+        trainer = L.Trainer(
+            max_epochs=cfg.epochs,
+            callbacks=[DelayedEpsilonShrinking(warmup_fraction=cfg.warmup_fraction, num_random=cfg.num_random,
+                                               seed=cfg.seed)]
+                      + ([] if bar else [_progress_callback(say)]),
+            logger=CSVLogger(run_dir, name="lightning", version=""),
+            default_root_dir=run_dir,
+            enable_checkpointing=False,
+            enable_model_summary=False,
+            enable_progress_bar=bar,
+            num_sanity_val_steps=0,
+            log_every_n_steps=10,
+        )
+        start = time.perf_counter()
         trainer.fit(module, datamodule)
     seconds = time.perf_counter() - start
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/") and v.numel() == 1}
@@ -360,8 +361,16 @@ def evaluate_subnets(net, datamodule, candidates: int = 30, bn_batches: int = 4,
 
     device = next(net.parameters()).device
     costs = CostModel(net)
-    calibration, validation = datamodule.calibration_dataloader(), datamodule.val_dataloader()
-    held_out = datamodule.test_dataloader() if getattr(datamodule, "test_set", None) is not None else validation
+    # every SubNet reads the same images: hold the batches once, in large batches (per-layer overhead)
+    batch_size = getattr(datamodule, "eval_batch_size", None)
+    datamodule.eval_batch_size = max(batch_size or 0, 500)
+    try:
+        validation = list(datamodule.val_dataloader())
+        held_out = list(datamodule.test_dataloader()) if getattr(datamodule, "test_set", None) is not None \
+            else validation
+    finally:
+        datamodule.eval_batch_size = batch_size
+    calibration = list(islice(datamodule.calibration_dataloader(), bn_batches))
     measured: dict[Any, tuple[float, Any]] = {}
 
     def score(cfg) -> float:

@@ -70,15 +70,19 @@ class ClassificationDataModule(L.LightningDataModule):
         batch_size: batch size of every loader.
         num_workers: ``DataLoader`` worker processes.
         calibration_batch_size: batch size for BN recalibration (``None``: ``batch_size``).
+        eval_batch_size: batch size of the validation and test loaders (``None``: ``batch_size``); larger
+            batches make evaluating many SubNets much faster on CPU (the attribute can be set later).
         seed: shuffling seed (the order of epoch ``e`` depends only on ``seed`` and ``e``).
     """
 
     num_classes: int
 
     def __init__(self, batch_size: int = 64, num_workers: int = 0, calibration_batch_size: int | None = None,
-                 seed: int = 0) -> None:
+                 seed: int = 0, eval_batch_size: int | None = None) -> None:
         super().__init__()
         self.batch_size = check_int("batch_size", batch_size, 1)
+        self.eval_batch_size = (self.batch_size if eval_batch_size is None
+                                else check_int("eval_batch_size", eval_batch_size, 1))
         self.num_workers = check_int("num_workers", num_workers, 0)
         self.calibration_batch_size = (
             self.batch_size if calibration_batch_size is None else check_int("calibration_batch_size",
@@ -98,7 +102,8 @@ class ClassificationDataModule(L.LightningDataModule):
         return ds
 
     def _loader(self, ds: Dataset, **kwargs: Any) -> DataLoader:
-        return DataLoader(ds, batch_size=self.batch_size, num_workers=self.num_workers,
+        kwargs.setdefault("batch_size", self.batch_size)
+        return DataLoader(ds, num_workers=self.num_workers,
                           persistent_workers=self.num_workers > 0, collate_fn=_collate_fn(ds), **kwargs)
 
     def train_dataloader(self) -> DataLoader:
@@ -109,11 +114,11 @@ class ClassificationDataModule(L.LightningDataModule):
         return self._loader(ds, sampler=sampler, drop_last=len(ds) // world > self.batch_size)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self._require("val_set"), shuffle=False)
+        return self._loader(self._require("val_set"), shuffle=False, batch_size=self.eval_batch_size)
 
     def test_dataloader(self) -> DataLoader:
         ds = self.test_set if self.test_set is not None else self._require("val_set")
-        return self._loader(ds, shuffle=False)
+        return self._loader(ds, shuffle=False, batch_size=self.eval_batch_size)
 
     def calibration_dataloader(self) -> DataLoader:
         """Training images (evaluation transforms where the module has them) in a fixed shuffled order."""
@@ -215,15 +220,15 @@ class DigitsDataModule(ClassificationDataModule):
         val_fraction: share of the images held out for validation, in (0, 1).
         train_size: use only ``train_size`` training images, a seeded stratified subset (``None``: all) —
             for quick runs.
-        batch_size, num_workers, calibration_batch_size, seed: see :class:`ClassificationDataModule`.
+        batch_size, num_workers, calibration_batch_size, seed, eval_batch_size: see :class:`ClassificationDataModule`.
     """
 
     num_classes = 10
 
     def __init__(self, image_size: int = 32, val_fraction: float = 0.2, train_size: int | None = None,
                  batch_size: int = 64, num_workers: int = 0, calibration_batch_size: int | None = None,
-                 seed: int = 0) -> None:
-        super().__init__(batch_size, num_workers, calibration_batch_size, seed)
+                 seed: int = 0, eval_batch_size: int | None = None) -> None:
+        super().__init__(batch_size, num_workers, calibration_batch_size, seed, eval_batch_size)
         self.image_size = check_image_size(image_size)
         self.val_fraction = check_fraction("val_fraction", val_fraction)
         self.train_size = None if train_size is None else check_int("train_size", train_size, 1)
@@ -274,7 +279,7 @@ class FashionMNISTDataModule(ClassificationDataModule):
             (``None``: all).
         augment: random crop with 2-pixel zero padding + horizontal flip on training batches.
         cache_dir: folder of the npm tarball (``None``: ``ws_core.data.default_cache_dir()``).
-        batch_size, num_workers, calibration_batch_size, seed: see :class:`ClassificationDataModule`.
+        batch_size, num_workers, calibration_batch_size, seed, eval_batch_size: see :class:`ClassificationDataModule`.
 
     Example::
 
@@ -288,8 +293,9 @@ class FashionMNISTDataModule(ClassificationDataModule):
     def __init__(self, root: str = "data", download: bool = True, image_size: int = 28, in_chans: int = 3,
                  val_size: int = 5000, train_size: int | None = None, augment: bool = True,
                  cache_dir: str | None = None, batch_size: int = 128, num_workers: int = 0,
-                 calibration_batch_size: int | None = None, seed: int = 0) -> None:
-        super().__init__(batch_size, num_workers, calibration_batch_size, seed)
+                 calibration_batch_size: int | None = None, seed: int = 0,
+                 eval_batch_size: int | None = None) -> None:
+        super().__init__(batch_size, num_workers, calibration_batch_size, seed, eval_batch_size)
         self.root = str(root)
         self.download = bool(download)
         self.image_size = check_image_size(image_size)
@@ -338,7 +344,7 @@ class CIFAR10DataModule(ClassificationDataModule):
         root: folder of the torchvision data set files.
         download: download into ``root`` in ``prepare_data`` when missing (once per node).
         val_size: hold out this many training images for validation (0: validate on the test split).
-        batch_size, num_workers, calibration_batch_size, seed: see :class:`ClassificationDataModule`.
+        batch_size, num_workers, calibration_batch_size, seed, eval_batch_size: see :class:`ClassificationDataModule`.
     """
 
     num_classes = 10
@@ -351,8 +357,9 @@ class CIFAR10DataModule(ClassificationDataModule):
         return CIFAR10
 
     def __init__(self, root: str = "data", download: bool = True, val_size: int = 0, batch_size: int = 128,
-                 num_workers: int = 2, calibration_batch_size: int | None = None, seed: int = 0) -> None:
-        super().__init__(batch_size, num_workers, calibration_batch_size, seed)
+                 num_workers: int = 2, calibration_batch_size: int | None = None, seed: int = 0,
+                 eval_batch_size: int | None = None) -> None:
+        super().__init__(batch_size, num_workers, calibration_batch_size, seed, eval_batch_size)
         self.root = str(root)
         self.download = bool(download)
         self.val_size = check_int("val_size", val_size, 0)
@@ -420,13 +427,14 @@ class ImageFolderDataModule(ClassificationDataModule):
         val_fraction: share of ``root`` held out when there is no ``val_root``.
         image_size: side of the network's input.
         mean, std: normalisation.
-        batch_size, num_workers, calibration_batch_size, seed: see :class:`ClassificationDataModule`.
+        batch_size, num_workers, calibration_batch_size, seed, eval_batch_size: see :class:`ClassificationDataModule`.
     """
 
     def __init__(self, root: str, val_root: str | None = None, val_fraction: float = 0.1, image_size: int = 224,
                  mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD, batch_size: int = 64,
-                 num_workers: int = 2, calibration_batch_size: int | None = None, seed: int = 0) -> None:
-        super().__init__(batch_size, num_workers, calibration_batch_size, seed)
+                 num_workers: int = 2, calibration_batch_size: int | None = None, seed: int = 0,
+                 eval_batch_size: int | None = None) -> None:
+        super().__init__(batch_size, num_workers, calibration_batch_size, seed, eval_batch_size)
         for name, path in (("root", root), ("val_root", val_root)):
             if path is not None and not Path(path).is_dir():
                 raise ValueError(f"ImageFolderDataModule: {name} must be an existing folder, got {path!r}")

@@ -268,7 +268,9 @@ def ws_ofa_mbv3_035_32(pretrained: bool = False, **kwargs) -> OFAMobileNetV3:
 
 @register_model
 def ws_ofa_mbv3_035_28(pretrained: bool = False, **kwargs) -> OFAMobileNetV3:
-    """OFA MobileNetV3 space at width 0.35 for 28×28 inputs (Fashion-MNIST): stride-2 stem, CIFAR stage
-    strides, elastic resolution 16–28 (step 4); the main job's SuperNet."""
-    args = dict(width_mult=0.35, cifar_stem=True, stem_stride=2, resolutions=(16, 20, 24, 28))
+    """OFA MobileNetV3 at width 0.35 for 28×28 inputs (Fashion-MNIST), the main job's SuperNet: stride-2 stem,
+    CIFAR stage strides (maps 14, 7, 4, 4, 2), depth {1,2,3} per stage instead of OFA's {2,3,4} (a 15-block
+    max net trains about 1.6× faster on CPU than a 20-block one), expand {3,4,6}, kernel {3,5,7}, and
+    elastic resolution 16–28 (step 4): (9 + 81 + 729)⁵ × 4 ≈ 1.5 × 10¹⁵ SubNets from 0.35 to 6.3 MMACs."""
+    args = dict(width_mult=0.35, cifar_stem=True, stem_stride=2, resolutions=(16, 20, 24, 28), depths=(1, 2, 3))
     return _create("ws_ofa_mbv3_035_28", pretrained, **dict(args, **kwargs))
