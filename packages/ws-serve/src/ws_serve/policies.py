@@ -129,6 +129,13 @@ class Policy(abc.ABC):
         """For a late head: the policy's cheapest SubNet at the largest batch (drains fastest)."""
         return Decision(self._cheapest, min(self.profile.max_batch, queue.length))
 
+    def decide_pinned(self, queue: QueueState, subnet: int) -> Decision:
+        """For a head query that names its SubNet (profile index ``subnet``; the request parameter
+        ``subnet_id``): that SubNet at the largest batch it serves within the slack, capped by the queue
+        (the largest batch the queue allows when no batch fits)."""
+        b = _largest_batch(self.profile.latency_ms[subnet], queue.slack_ms) or self.profile.max_batch
+        return Decision(subnet, min(b, queue.length))
+
     def describe(self) -> str:
         return self.name
 
@@ -315,8 +322,7 @@ class FixedSubNet(Policy):
         return Decision(self.subnet, min(self.profile.max_batch, queue.length))
 
     def _decide(self, queue: QueueState, slack_ms: float) -> Decision:
-        b = max(1, _largest_batch(self.profile.latency_ms[self.subnet], slack_ms))
-        return Decision(self.subnet, min(b, queue.length))
+        return self.decide_pinned(queue, self.subnet)
 
     def describe(self) -> str:
         return f"fixed({self.profile.subnet_ids[self.subnet]}, acc={self.profile.accuracies[self.subnet]:g})"

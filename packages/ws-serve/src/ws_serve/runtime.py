@@ -10,6 +10,10 @@ Query path (SuperServe Fig. 7): *enqueue → schedule → dispatch → actuate �
   :class:`NoWorkers` or :class:`ShuttingDown` error.
 * Late queries: with ``late="drop"`` (default) a head query whose slack is below the fastest option
   of the policy is answered with :class:`DeadlineExceeded` instead of occupying a worker.
+* Pinned queries: a query submitted with ``subnet`` (the request parameter ``subnet_id``) is served by
+  that SubNet, never another; when it heads the queue, :meth:`Policy.decide_pinned` sizes its batch,
+  which it shares only with queries naming the same SubNet (or, under an unpinned head, with the
+  policy's choice), stepping over at most ``_MAX_SKIPPED`` queries that name others.
 * Faults: a worker that raises :class:`WorkerDied` is removed; the queries of its batch go back into
   the queue (``max_retries`` times, then :class:`WorkerFailed`); serving continues on the others.
 * :class:`LocalWorker` runs a :class:`~ws_serve.backends.Backend` in its own thread (one per device;
@@ -186,6 +190,10 @@ class _Query:
     slo_ms: float = field(compare=False)
     future: asyncio.Future = field(compare=False)
     attempts: int = field(default=0, compare=False)
+    subnet: int | None = field(default=None, compare=False)  # profile index of a pinned SubNet
+
+
+_MAX_SKIPPED = 256  # queued queries naming other SubNets that one batch may step over
 
 
 class Router:
@@ -273,14 +281,18 @@ class Router:
             await w.close()
 
     # Admission ----------------------------------------------------------------------------------
-    def submit(self, x: Tensor, slo_ms: float, arrival: float | None = None) -> asyncio.Future:
+    def submit(self, x: Tensor, slo_ms: float, arrival: float | None = None,
+               subnet: int | str | None = None) -> asyncio.Future:
         """Enqueue ``x`` (``[n, ...]``, one query per row) with latency SLO ``slo_ms``; returns a future
         resolving to an :class:`InferenceResult` or raising a :class:`ServeError`.
 
         ``arrival`` (on :attr:`clock`, default now) is when the request reached the server; the
-        deadline is ``arrival + slo_ms``. Raises at once (not accepted): :class:`Overloaded`,
-        :class:`NoWorkers`, :class:`ShuttingDown`.
+        deadline is ``arrival + slo_ms``. ``subnet`` (a served SubNet id or profile index) pins the
+        SubNet that serves the query; ``None`` leaves the choice to the policy. Raises at once (not
+        accepted): :class:`Overloaded`, :class:`NoWorkers`, :class:`ShuttingDown`; ``ValueError`` for a
+        SubNet that is not served.
         """
+        pin = None if subnet is None else self._subnet_index(subnet)
         if self._stopping:
             self.metrics.finished("shutdown")
             raise ShuttingDown("server is shutting down")
@@ -293,7 +305,7 @@ class Router:
             raise Overloaded(f"queue full ({self._queued} of {self.max_queue} queries waiting); retry later")
         now = self.clock() if arrival is None else arrival
         q = _Query(now + slo_ms / 1e3, next(self._seq), x, n, now, slo_ms,
-                   asyncio.get_running_loop().create_future())
+                   asyncio.get_running_loop().create_future(), subnet=pin)
         heapq.heappush(self._queue, q)
         self._queued += n
         self.metrics.queue_length.set(self._queued)
@@ -301,10 +313,10 @@ class Router:
         return q.future
 
     async def infer(self, x: Tensor, slo_ms: float, timeout_s: float | None = None,
-                    arrival: float | None = None) -> InferenceResult:
+                    arrival: float | None = None, subnet: int | str | None = None) -> InferenceResult:
         """Submit and wait. ``timeout_s`` bounds the wait; on expiry the query is abandoned and
         :class:`DeadlineExceeded` raised (a result arriving later is discarded)."""
-        future = self.submit(x, slo_ms, arrival)
+        future = self.submit(x, slo_ms, arrival, subnet)
         try:
             return await asyncio.wait_for(asyncio.shield(future), timeout_s)
         except asyncio.TimeoutError:
@@ -315,6 +327,15 @@ class Router:
         except asyncio.CancelledError:
             future.cancel()  # the client went away: do not run it
             raise
+
+    def _subnet_index(self, subnet: int | str) -> int:
+        ids = self.profile.subnet_ids
+        if isinstance(subnet, str) and subnet in ids:
+            return ids.index(subnet)
+        if isinstance(subnet, int) and not isinstance(subnet, bool) and 0 <= subnet < len(ids):
+            return subnet
+        raise ValueError(f"Router: subnet must be a served SubNet id {list(ids)} or an index in "
+                         f"[0, {len(ids)}), got {subnet!r}")
 
     # Scheduling ---------------------------------------------------------------------------------
     def _pop(self) -> _Query:
@@ -329,23 +350,36 @@ class Router:
             while self._queue and self._queue[0].future.done():  # abandoned by its client
                 self._pop()
             if self.late == "drop":
-                while self._queue and self._queue[0].deadline - now - self.overhead_s < fastest:
+                while self._queue and self._queue[0].deadline - now - self.overhead_s < (
+                        need := self._fastest_s(self._queue[0], fastest)):
                     q = self._pop()
                     waited = (now - q.arrival) * 1e3
                     self._finish_error(q, DeadlineExceeded(
                         f"deadline exceeded: the request's SLO of {q.slo_ms:g} ms cannot be met any more "
-                        f"(queued {waited:.1f} ms; the fastest SubNet needs {fastest * 1e3:.2f} ms)"))
+                        f"(queued {waited:.1f} ms; the fastest SubNet needs {need * 1e3:.2f} ms)"))
             if not self._queue:
                 break
-            decision = self.policy.decide(QueueState(now + self.overhead_s, self._queue[0].deadline, self._queued))
+            head = self._queue[0]
+            state = QueueState(now + self.overhead_s, head.deadline, self._queued)
+            decision = (self.policy.decide(state) if head.subnet is None
+                        else self.policy.decide_pinned(state, head.subnet))
             batch: list[_Query] = []
+            skipped: list[_Query] = []
             size = 0
             while self._queue and (not batch or size + self._queue[0].n <= decision.batch_size):
                 q = self._pop()
                 if q.future.done():
                     continue
+                if q.subnet != decision.subnet and (q.subnet is not None or head.subnet is not None):
+                    skipped.append(q)  # served by another SubNet: stays queued
+                    if len(skipped) >= _MAX_SKIPPED:
+                        break
+                    continue
                 batch.append(q)
                 size += q.n
+            for q in skipped:
+                heapq.heappush(self._queue, q)
+                self._queued += q.n
             if not batch:
                 continue
             worker = self._idle.pop()
@@ -353,6 +387,10 @@ class Router:
             self._inflight.add(task)
             task.add_done_callback(self._inflight.discard)
         self.metrics.queue_length.set(self._queued)
+
+    def _fastest_s(self, q: _Query, fastest: float) -> float:
+        """Seconds the fastest option for ``q`` takes: the policy's, or its pinned SubNet's at batch 1."""
+        return fastest if q.subnet is None else self.profile.latency(q.subnet, 1) / 1e3
 
     async def _run(self, worker: Worker, batch: list[_Query], subnet: int, dispatched: float) -> None:
         sid = self.profile.subnet_ids[subnet]

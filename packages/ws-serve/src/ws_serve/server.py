@@ -16,7 +16,8 @@ Endpoints: ``GET /v2``, ``/v2/health/live``, ``/v2/health/ready``, ``/v2/models/
 Requests may carry tensors as JSON ``data`` or with the binary tensor data extension
 (``Inference-Header-Content-Length``; what tritonclient sends by default); outputs come back in the
 form asked for (``binary_data_output`` / per-output ``binary_data``). The request parameter
-``slo_ms`` sets the query's latency SLO (default: the server's). The response's ``parameters`` say
+``slo_ms`` sets the query's latency SLO (default: the server's); ``subnet_id`` (one of the served SubNet
+ids, ``GET /v2/models/{name}/config``) pins the SubNet that serves it. The response's ``parameters`` say
 which SubNet served it (``subnet_id``), its profiled ``accuracy``, the batch it ran in, whether the SLO
 was met, and where the server's time went: ``queue_ms`` (arrival to dispatch), ``compute_ms`` (the
 batch's run on its worker), ``overhead_ms`` (the rest: transport, parsing, scheduling) and
@@ -112,6 +113,7 @@ class ParsedRequest:
     slo_ms: float | None
     request_id: str | None
     binary_output: bool
+    subnet_id: str | None = None
 
 
 def _got(value: Any, limit: int = 80) -> str:
@@ -223,6 +225,10 @@ def validate_infer_request(req: Any, model: ModelInfo, *, binary: bytes = b"",
         slo = _number(slo, "parameter 'slo_ms'")
         if not 0 < slo <= 3_600_000:
             raise BadRequest(f"parameter 'slo_ms' must be in (0, 3600000], got {slo:g}")
+    subnet_id = params.get("subnet_id")
+    if subnet_id is not None and (not isinstance(subnet_id, str) or subnet_id not in model.served.ids):
+        raise BadRequest(f"parameter 'subnet_id' must be one of the served SubNets {model.served.ids}, "
+                         f"got {_got(subnet_id)}")
     binary_output = bool(params.get("binary_data_output", False))
     outputs = req.get("outputs")
     if outputs is not None:
@@ -240,7 +246,7 @@ def validate_infer_request(req: Any, model: ModelInfo, *, binary: bytes = b"",
     request_id = req.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise BadRequest(f"'id' must be a string, got {type(request_id).__name__}")
-    return ParsedRequest(torch.from_numpy(array.copy()), slo, request_id, binary_output)
+    return ParsedRequest(torch.from_numpy(array.copy()), slo, request_id, binary_output, subnet_id)
 
 
 def parse_infer_request(body: bytes, header_length: int | None, model: ModelInfo) -> ParsedRequest:
@@ -305,7 +311,8 @@ async def run_infer(router: Router, parsed: ParsedRequest, arrival: float, *, de
                     request_timeout_s: float) -> InferenceResult:
     """Serve a validated request through ``router`` (every transport); raises :class:`ServeError`."""
     slo_ms = parsed.slo_ms if parsed.slo_ms is not None else default_slo_ms
-    return await router.infer(parsed.inputs, slo_ms, timeout_s=max(request_timeout_s, slo_ms / 1e3), arrival=arrival)
+    return await router.infer(parsed.inputs, slo_ms, timeout_s=max(request_timeout_s, slo_ms / 1e3), arrival=arrival,
+                              subnet=parsed.subnet_id)
 
 
 def server_overhead_ms(result: InferenceResult, arrival: float, submitted: float, now: float) -> float:
