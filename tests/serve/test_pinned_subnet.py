@@ -134,3 +134,26 @@ def test_http_unknown_subnet_id_gets_400_naming_the_served_ones(live, deployment
     assert all(sid in message for sid in deployment.served.ids)
     assert message.endswith(f"got {bad!r}")
     assert httpx.post(live, json=_body(x), timeout=60).status_code == 200  # still serving
+
+
+def test_grpc_requests_pin_a_served_subnet(deployment, serve_in_thread):
+    grpcclient = pytest.importorskip("tritonclient.grpc", reason="tritonclient[grpc] is needed for the gRPC test")
+    from tritonclient.utils import InferenceServerException
+
+    from ws_serve.grpc_server import add_grpc_endpoint
+
+    workers = make_local_workers(deployment, workers=1, backend="eager")
+    app, _ = build_app(deployment, workers, "slackfit", default_slo_ms=60_000, overhead_ms=0.0)
+    endpoint = add_grpc_endpoint(app, "127.0.0.1", 0, grace_s=1)
+    inp = grpcclient.InferInput("input", [1, 3, 32, 32], "FP32")
+    inp.set_data_from_numpy(np.zeros((1, 3, 32, 32), np.float32))
+    with serve_in_thread(app):
+        client = grpcclient.InferenceServerClient(endpoint.address)
+        try:
+            for sid in deployment.served.ids:
+                result = client.infer(deployment.model.name, [inp], parameters={"subnet_id": sid})
+                assert result.get_response().parameters["subnet_id"].string_param == sid
+            with pytest.raises(InferenceServerException, match=r"must be one of the served SubNets .* got 'nope'"):
+                client.infer(deployment.model.name, [inp], parameters={"subnet_id": "nope"})
+        finally:
+            client.close()
