@@ -79,7 +79,7 @@ class PipelineConfig:
     warmup_fraction: float = 0.3
     num_random: int = 2
     augment: bool = False
-    candidates: int = 30
+    candidates: int = 24
     bn_batches: int = 4
     served_subnets: int = 6
     max_batch: int = 8
@@ -371,6 +371,16 @@ def evaluate_subnets(net, datamodule, candidates: int = 30, bn_batches: int = 4,
     finally:
         datamodule.eval_batch_size = batch_size
     calibration = list(islice(datamodule.calibration_dataloader(), bn_batches))
+    # channels_last halves the CPU time of these depthwise-heavy forwards (same values up to rounding)
+    fmt = torch.channels_last
+
+    def as_fmt(batches):
+        return [(x.contiguous(memory_format=fmt), y, *rest) for x, y, *rest in batches]
+
+    same = held_out is validation
+    validation, calibration = as_fmt(validation), as_fmt(calibration)
+    held_out = validation if same else as_fmt(held_out)
+    net.to(memory_format=fmt)
     measured: dict[Any, tuple[float, Any]] = {}
 
     def score(cfg) -> float:
@@ -393,6 +403,7 @@ def evaluate_subnets(net, datamodule, candidates: int = 30, bn_batches: int = 4,
                                generator=torch.Generator().manual_seed(seed), on_scored=report)
     finally:
         restore_bn_buffers(net, snapshot)
+        net.to(memory_format=torch.contiguous_format)
     return [SubNetResult(p.config, measured[p.config][0], int(p.cost), int(costs.params(p.config)), p.label,
                          p.pareto, val_accuracy=p.score, statistics=measured[p.config][1]) for p in points]
 
