@@ -17,8 +17,16 @@ Example::
     torch.Size([2, 10])
 """
 
-from .backends import BACKENDS, Backend, CompileBackend, CUDAGraphBackend, EagerBackend, TensorRTBackend
-from .deploy import Deployment, DeploySpec, build_app, deploy, load_supernet, make_local_workers
+from .backends import (
+    BACKENDS,
+    Backend,
+    CompileBackend,
+    CUDAGraphBackend,
+    EagerBackend,
+    OnnxRuntimeBackend,
+    TensorRTBackend,
+)
+from .deploy import Deployment, DeploySpec, build_app, deploy, load_supernet, make_local_workers, save_served_set
 from .loadgen import ReplayReport, RequestRecord, replay, replay_sync
 from .metrics import ServeMetrics
 from .policies import (
@@ -31,6 +39,7 @@ from .policies import (
     Policy,
     QueueState,
     SlackFit,
+    SlackFitPaper,
     make_policy,
     slackfit_buckets,
 )
@@ -77,6 +86,7 @@ __all__ = [
     "MaxBatch",
     "MinCost",
     "ModelInfo",
+    "OnnxRuntimeBackend",
     "Overloaded",
     "Policy",
     "Profile",
@@ -90,6 +100,7 @@ __all__ = [
     "ServedSubNet",
     "SimulationResult",
     "SlackFit",
+    "SlackFitPaper",
     "SubNetAct",
     "SubnetNorm",
     "TensorRTBackend",
@@ -112,6 +123,7 @@ __all__ = [
     "recalibrated_statistics",
     "replay",
     "replay_sync",
+    "save_served_set",
     "save_subnet_norm",
     "simulate",
     "slackfit_buckets",
