@@ -63,6 +63,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .io import atomic_directory, atomic_write_bytes, atomic_write_json
+from .models._common import FASHION_MNIST_MEAN, FASHION_MNIST_STD
 
 __all__ = [
     "DATASETS",
@@ -99,7 +100,6 @@ DATASETS = ("digits", "fashion_mnist", "cifar10")
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                          "Ankle boot")
 # per-pixel mean and standard deviation of the official training images, values in [0, 1]
-FASHION_MNIST_MEAN, FASHION_MNIST_STD = (0.2860,), (0.3530,)
 # torchvision's raw file names: (train images, train labels), (test images, test labels)
 IDX_FILES = {True: ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
              False: ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}

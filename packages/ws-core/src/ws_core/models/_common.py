@@ -5,9 +5,12 @@ from __future__ import annotations
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import nn
 
-__all__ = ["CIFAR_MEAN", "CIFAR_STD", "cifar_cfg", "imagenet_cfg", "ofa_init_"]
+__all__ = ["CIFAR_MEAN", "CIFAR_STD", "FASHION_MNIST_MEAN", "FASHION_MNIST_STD", "cifar_cfg", "imagenet_cfg",
+           "ofa_init_"]
 
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+# Fashion-MNIST's grey-level mean / std over its 60,000 training images (ws_core.data normalises with these)
+FASHION_MNIST_MEAN, FASHION_MNIST_STD = (0.2860,), (0.3530,)
 
 
 def ofa_init_(net: nn.Module) -> None:

@@ -16,7 +16,6 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from torch import Tensor, nn
 
 from ..config import SubNetConfig
-from ..data import FASHION_MNIST_MEAN, FASHION_MNIST_STD
 from ..elastic import (
     ElasticBatchNorm2d,
     ElasticBlock,
@@ -31,7 +30,7 @@ from ..elastic import (
 )
 from ..space import Dimension, SearchSpace
 from ..supernet import ClassifierHead, SuperNet
-from ._common import cifar_cfg, imagenet_cfg, ofa_init_
+from ._common import FASHION_MNIST_MEAN, FASHION_MNIST_STD, cifar_cfg, imagenet_cfg, ofa_init_
 
 __all__ = ["MBConvBlock", "OFAMobileNetV3"]
 
