@@ -41,7 +41,7 @@ def plot_accuracy_vs_macs(subnets, path: Path, title: str = "") -> Path:
     ax.scatter(macs, acc, s=18, c="0.65", label="evaluated SubNets")
     front = sorted((s for s in subnets if s.pareto), key=lambda s: s.macs)
     ax.step([s.macs / 1e6 for s in front], [100 * s.accuracy for s in front], where="post", c="C0", lw=1.5,
-            label="Pareto front")
+            label="Pareto front (validation), at held-out accuracy")
     served = [s for s in subnets if s.served]
     ax.scatter([s.macs / 1e6 for s in served], [100 * s.accuracy for s in served], s=60, facecolors="none",
                edgecolors="C3", linewidths=1.5, label="served", zorder=3)
