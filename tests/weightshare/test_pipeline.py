@@ -26,7 +26,7 @@ from ws_serve import Profile
         ({"warmup_fraction": 1.0}, r"warmup_fraction must be in \[0, 1\), got 1.0"),
         ({"epochs": 0}, r"epochs must be an int >= 1, got 0"),
         ({"served_subnets": 2.5}, r"served_subnets must be an int >= 1, got 2.5"),
-        ({"train_size": 10}, r"train_size must be None or an int >= batch_size \(64\), got 10"),
+        ({"train_size": 10}, r"train_size must be None or an int >= batch_size \(128\), got 10"),
         ({"load": -1.0}, r"load must be a finite number > 0, got -1.0"),
         ({"trace_seconds": math.inf}, r"trace_seconds must be a finite number > 0, got inf"),
         ({"cv2": -2.0}, r"cv2 must be a finite number >= 0, got -2.0"),
