@@ -40,6 +40,7 @@ _DESCRIPTION = (
 )
 DATA_ALIASES = {
     "digits": "ws_train.DigitsDataModule",
+    "fashion_mnist": "ws_train.FashionMNISTDataModule",
     "cifar10": "ws_train.CIFAR10DataModule",
     "cifar100": "ws_train.CIFAR100DataModule",
     "imagefolder": "ws_train.ImageFolderDataModule",
