@@ -29,7 +29,7 @@ Accuracy is the served set's accuracy: the relative-MACs proxy of the untrained 
 set with measured accuracies is given via ``--served``. Untrained weights change neither latency nor memory.
 
     python benchmarks/serve_rayserve.py [--section batch|saturation|multiplex] [--rate 20] [--cv2 4]
-        [--duration 20] [--slo-ms 250] [--peer-runtimes torch,onnxruntime]
+        [--duration 20] [--slo-ms 250] [--peer-runtimes torch,onnxruntime] [--timeout-s 30]
 """
 
 from __future__ import annotations
@@ -197,8 +197,9 @@ async def replay_named(url: str, model: str, arrivals: np.ndarray, names: list[s
 def replay_any(url, model, trace, names, args, shape) -> ReplayReport:
     """:func:`replay_named` when requests name SubNets (``names``), else ``ws_serve.loadgen.replay``."""
     if names is None:
-        return replay_sync(url, model, trace, slo_ms=args.slo_ms, sample_shape=shape, seed=args.seed)
-    return asyncio.run(replay_named(url, model, trace.arrivals, names, args.slo_ms, shape, args.seed))
+        return replay_sync(url, model, trace, slo_ms=args.slo_ms, sample_shape=shape, seed=args.seed,
+                           timeout_s=args.timeout_s)
+    return asyncio.run(replay_named(url, model, trace.arrivals, names, args.slo_ms, shape, args.seed, args.timeout_s))
 
 
 # ws-serve ------------------------------------------------------------------------------------------
@@ -365,6 +366,14 @@ def run_ray_serve(args, tmp: Path, plain, served: ServedSet, runtime: str, fixed
 
 
 # Tables --------------------------------------------------------------------------------------------
+def add_row(rows: list[tuple[str, dict]], name: str, measured: dict) -> None:
+    """Keep a row and say so at once (a partial run still shows what it measured)."""
+    rows.append((name, measured))
+    d = measured["report"].to_dict()
+    print(f"measured {name}: SLO attainment {d['slo_attainment']:.4f}, p50 {d['p50_ms']:.0f} ms, p99 "
+          f"{d['p99_ms']:.0f} ms, statuses {d['statuses']}", flush=True)
+
+
 def print_table(rows: list[tuple[str, dict]], memory: bool) -> None:
     mem = " peak RSS, serving process (MiB) | PSS, all server processes (MiB) | model loads |" if memory else ""
     print(f"\n| system | SLO attainment | mean served accuracy | throughput (q/s) | p50 ms | p99 ms | statuses |{mem}")
@@ -398,6 +407,8 @@ def main():
     parser.add_argument("--load", type=float, default=1.0, help="saturation: trace rate as a fraction of capacity")
     parser.add_argument("--start-qps", type=float, default=300.0, help="saturation: first capacity probe")
     parser.add_argument("--probe-s", type=float, default=3.0, help="saturation: seconds per capacity probe")
+    parser.add_argument("--timeout-s", type=float, default=30.0,
+                        help="client timeout per request (an unanswered request counts as ReadTimeout)")
     parser.add_argument("--ray-port", type=int, default=8471)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -436,16 +447,16 @@ def main():
                   f"{served.accuracy_source}{note}", flush=True)
             label = (f"ws-serve, requests name their SubNet ({len(served)} SubNets, SubNetAct)" if names is not None
                      else f"ws-serve SlackFit ({len(served)} SubNets, SubNetAct)")
-            rows.append((label, measure_ws_serve(ends, args, model, shape, trace, names)))
+            add_row(rows, label, measure_ws_serve(ends, args, model, shape, trace, names))
         for runtime in runtimes:
             if names is not None:
-                rows.append((f"Ray Serve @serve.multiplexed + @serve.batch, {runtime}",
-                             run_ray_serve(args, tmp, plain, served, runtime, None, model, shape, trace, names)))
+                add_row(rows, f"Ray Serve @serve.multiplexed + @serve.batch, {runtime}",
+                        run_ray_serve(args, tmp, plain, served, runtime, None, model, shape, trace, names))
                 continue
             for index, which in ((len(served) - 1, "most accurate"), (len(served) // 2, "median")):
-                rows.append((f"Ray Serve @serve.batch, fixed {which} SubNet, {runtime}",
-                             run_ray_serve(args, tmp, plain, served, runtime, served.ids[index], model, shape,
-                                           trace, None)))
+                add_row(rows, f"Ray Serve @serve.batch, fixed {which} SubNet, {runtime}",
+                        run_ray_serve(args, tmp, plain, served, runtime, served.ids[index], model, shape, trace,
+                                      None))
     print_table(rows, memory=names is not None)
 
 
