@@ -89,7 +89,11 @@ def _serve(args: argparse.Namespace) -> None:
         gpus = 1.0 if args.device.startswith("cuda") else 0.0
         workers = [RayWorker(dep.spec, dep.model, f"ray-{i}", args.backend, num_gpus=gpus)
                    for i in range(args.workers)]
-        asyncio.run(asyncio.wait_for(asyncio.gather(*(w.wait_ready() for w in workers)), 600))
+
+        async def ready() -> None:  # gather inside the loop asyncio.run starts (its futures belong to it)
+            await asyncio.wait_for(asyncio.gather(*(w.wait_ready() for w in workers)), 600)
+
+        asyncio.run(ready())
     else:
         devices = [f"cuda:{i}" for i in range(args.workers)] if args.device.startswith("cuda") else None
         workers = make_local_workers(dep, args.workers, args.backend, devices)
