@@ -34,7 +34,6 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 import time
 import warnings
 import weakref
@@ -45,6 +44,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from ws_core.io import atomic_write_bytes
 
 from .subnetact import SubNetAct
 
@@ -427,7 +428,7 @@ class OnnxRuntimeBackend(Backend):
             model = self._export(row, shape)
             self.exported.append(sid)
             if path is not None:
-                _atomic_write_bytes(path, model)
+                atomic_write_bytes(path, model)
             session = self._open(model)
         entry = _Session(session, _initializer_bytes(model))
         _SESSIONS[pool_key] = entry
@@ -498,18 +499,6 @@ def _initializer_bytes(model: bytes) -> int:
             n *= d
         total += n * onnx.helper.tensor_dtype_to_np_dtype(init.data_type).itemsize
     return total
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 BACKENDS: dict[str, type[Backend]] = {

@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from .profile import _atomic_write_json
+from ws_core.io import atomic_write_json
 
 __all__ = ["ServerEndpoints", "read_ready_file", "server_endpoints", "server_process", "write_ready_file"]
 
@@ -52,7 +52,7 @@ def write_ready_file(path: str | os.PathLike, host: str, http_port: int, grpc_po
     """Write the ready file of this server process (atomically: readers see all of it or nothing)."""
     ends = ServerEndpoints(f"http://{_hostport(host, http_port)}",
                            None if grpc_port is None else _hostport(host, grpc_port), os.getpid())
-    _atomic_write_json(path, {"http": ends.http, "grpc": ends.grpc, "pid": ends.pid})
+    atomic_write_json(path, {"http": ends.http, "grpc": ends.grpc, "pid": ends.pid})
     return ends
 
 

@@ -39,6 +39,7 @@ import torch
 
 from ws_core.config import SubNetConfig
 from ws_core.cost import CostModel, LatencyTable, profile_latency
+from ws_core.io import atomic_write_json
 from ws_core.search import evolutionary_search, pareto_front
 from ws_core.supernet import SuperNet
 
@@ -136,19 +137,13 @@ class ServedSet:
         return cls(tuple(subnets), str(d.get("accuracy_source", "given")))
 
     def save(self, path: str | os.PathLike) -> None:
-        _atomic_write_json(path, self.to_dict())
+        atomic_write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> ServedSet:
         with open(path) as f:
             return cls.from_dict(json.load(f))
 
-
-def _atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-    tmp = f"{os.fspath(path)}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
-    os.replace(tmp, path)
 
 
 def _uniform_configs(net: SuperNet) -> list[SubNetConfig]:
@@ -360,7 +355,7 @@ class Profile:
             raise ValueError(f"Profile: missing field {e}") from None
 
     def save(self, path: str | os.PathLike) -> None:
-        _atomic_write_json(path, self.to_dict())
+        atomic_write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Profile:
