@@ -133,6 +133,10 @@ def test_channels_last_training_matches_and_keeps_the_format(kit):
         torch.testing.assert_close(p, q, atol=3e-3, rtol=1e-2, msg=name)
     conv = b.supernet.stem.conv.conv.weight
     assert conv.is_contiguous(memory_format=torch.channels_last)
+    b.supernet.sort_channels()  # DεS sorts channels once: the permutation keeps the format
+    block = b.supernet.stages[0].blocks[0]
+    assert block.conv_pw.weight.is_contiguous(memory_format=torch.channels_last)
+    assert block.conv_dw.weight.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_val_bn_batches_is_checked(kit):

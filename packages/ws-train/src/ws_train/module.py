@@ -185,19 +185,13 @@ class SuperNetModule(L.LightningModule):
         self._warmup_steps = 0
         self._val_snapshot: dict[str, Tensor] | None = None
         self._val_stats: Any = None  # the max SubNet's recalibrated BNStatistics during a validation epoch
+        # channel sorting permutes weights with copy_, which keeps this memory format
         if channels_last:
             net.to(memory_format=torch.channels_last)
 
     # Plain forward ---------------------------------------------------------------------------------
     def forward(self, x: Tensor) -> Tensor:
         return self.supernet(x)
-
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        # channel sorting writes new, contiguous tensors: keep the weights channels_last
-        if self.hparams.get("channels_last"):
-            w = next((m.weight for m in self.supernet.modules() if isinstance(m, nn.Conv2d)), None)
-            if w is not None and not w.is_contiguous(memory_format=torch.channels_last):
-                self.supernet.to(memory_format=torch.channels_last)
 
     # Learning-rate schedule ------------------------------------------------------------------------
     def lr_at(self, step: int) -> float:
