@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from ws_serve.deploy import build_app, make_local_workers
 from ws_serve.loadgen import ReplayReport, RequestRecord, encode_infer_request, replay_sync
@@ -57,3 +58,29 @@ def test_timeline_bins_attainment_and_served_accuracy_by_due_time():
     assert t["accuracy"][0] == 0.7 and t["accuracy"][2] == 0.9 and t["accuracy"][1] != t["accuracy"][1]
     assert report.timeline(2.0)["slo_attainment"] == [1 / 3, 0.5]
     assert ReplayReport(0, 0, 0, 0.0, 0.0).timeline() == {"t_s": [], "sent": [], "slo_attainment": [], "accuracy": []}
+
+
+def test_replay_over_grpc_reports_what_the_server_answered(deployment, serve_in_thread):
+    from ws_serve.grpc_server import add_grpc_endpoint
+
+    workers = make_local_workers(deployment, workers=1)
+    app, _ = build_app(deployment, workers, "slackfit", max_queue=8)
+    endpoint = add_grpc_endpoint(app, "127.0.0.1", 0, grace_s=1)
+    calm = Trace(np.linspace(0, 1.0, 20))
+    burst = bursty_trace(base_rate=0, variant_rate=400, cv2=8, duration_s=0.5, seed=0)
+    with serve_in_thread(app):
+        ok = replay_sync(endpoint.address, deployment.model.name, calm, slo_ms=5000, transport="grpc")
+        hard = replay_sync(endpoint.address, deployment.model.name, burst, slo_ms=40, transport="grpc")
+    accuracies = {s.id: s.accuracy for s in deployment.served}
+    assert ok.sent == 20 and ok.ok == 20 and ok.slo_attainment == 1.0 and ok.statuses == {"OK": 20}
+    assert all(r.ok and r.met(5000) and r.subnet_id in accuracies for r in ok.records)
+    assert min(accuracies.values()) <= ok.mean_accuracy <= max(accuracies.values())
+    # a queue of 8 under 400 q/s bursts: full-queue and deadline errors come back as gRPC status names
+    assert sum(hard.statuses.values()) == hard.sent == len(burst) and hard.slo_attainment < 1.0
+    assert set(hard.statuses) <= {"OK", "RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED"}
+    assert sum(r.met(40) for r in hard.records) == hard.met_slo
+
+
+def test_replay_rejects_an_unknown_transport():
+    with pytest.raises(ValueError, match=r"transport must be one of \('http', 'grpc'\), got 'udp'"):
+        replay_sync("127.0.0.1:1", "m", [0.0], transport="udp")

@@ -8,6 +8,7 @@ Profile (accuracy ascending; latency in ms at batch 1..4):
 
 from __future__ import annotations
 
+import math
 import random
 
 import pytest
@@ -29,8 +30,8 @@ from ws_serve.profile import Profile, superserve_paper_profile
 P = Profile(("s0", "s1", "s2"), (70.0, 75.0, 80.0), ((1, 2, 3, 4), (2, 4, 6, 8), (4, 8, 12, 16)))
 
 
-def q(slack_ms: float, length: int = 10, now: float = 0.0) -> QueueState:
-    return QueueState(now=now, head_deadline=now + slack_ms / 1e3, length=length)
+def q(slack_ms: float, length: int = 10, now: float = 0.0, workers: int = 1) -> QueueState:
+    return QueueState(now=now, head_deadline=now + slack_ms / 1e3, length=length, workers=workers)
 
 
 def test_slackfit_buckets_hand_computed():
@@ -108,7 +109,7 @@ def test_mincost_picks_the_cheapest_even_if_not_first():
 def test_decide_is_pure_and_validates():
     policy = SlackFit(P)
     state = q(9.5)
-    assert [policy.decide(state) for _ in range(3)] == [Decision(1, 4)] * 3
+    assert [policy.decide(state) for _ in range(3)] == [Decision(0, 4)] * 3
     with pytest.raises(ValueError, match=">= 1 query"):
         policy.decide(q(9.5, length=0))
     with pytest.raises(TypeError, match="Profile"):
@@ -145,8 +146,14 @@ def test_slackfit_hand_computed():
     # fastest latency per batch size, min_s L(s, b): 1, 2, 3, 4 ms (s0)
     policy = SlackFit(P)
     assert policy.fastest_ms() == 1.0
-    # slack 9.5, 10 queued -> b <= 4; batch 4 fits (s0: 4 ms); at batch 4 s1 takes 8 <= 9.5, s2 16 -> (s1, 4)
-    assert policy.decide(q(9.5, length=10)) == Decision(1, 4)
+    # slack 9.5, 10 queued -> b <= 4; batch 4 fits (s0: 4 ms). Draining 10 at batch 4 takes 3 batches: 3.17 ms
+    # each, which no SubNet meets at batch 4 -> the fastest there, (s0, 4)
+    assert policy.decide(q(9.5, length=10)) == Decision(0, 4)
+    # ... with 3 workers one round drains it: the whole slack for the batch; s1 takes 8 <= 9.5, s2 16 -> (s1, 4)
+    assert policy.decide(q(9.5, length=10, workers=3)) == Decision(1, 4)
+    # 8 queued, slack 16: 2 batches of 4, 8 ms each -> s1 (8 ms); with 2 workers one round -> s2 (16 ms)
+    assert policy.decide(q(16.0, length=8)) == Decision(1, 4)
+    assert policy.decide(q(16.0, length=8, workers=2)) == Decision(2, 4)
     # 3 queued: batch 3; s0 3, s1 6, s2 12 -> (s1, 3)
     assert policy.decide(q(9.5, length=3)) == Decision(1, 3)
     # 2 queued: batch 2; s2 takes 8 <= 9.5 -> (s2, 2)
@@ -154,15 +161,15 @@ def test_slackfit_hand_computed():
     # 1 queued: batch 1; s2 takes 4 -> (s2, 1).  SlackFitPaper gives (s1, 1): its bucket (edge 9) holds (s1, 4)
     assert policy.decide(q(9.5, length=1)) == Decision(2, 1)
     assert SlackFitPaper(P, num_buckets=16).decide(q(9.5, length=1)) == Decision(1, 1)
-    # slack 3.5, 4 queued: batch 4 needs 4 ms > 3.5 -> batch 3, only s0 (3 ms) -> (s0, 3)
+    # slack 3.5, 4 queued: batch 4 needs 4 ms > 3.5 -> batch 3, only s0 (3 ms; 2 batches: 1.75 each) -> (s0, 3)
     assert policy.decide(q(3.5, length=4)) == Decision(0, 3)
     # exactly on a latency: L(s2, 1) = 4 fits 4.0, not 3.99 (then s1: 2 ms)
     assert policy.decide(q(4.0, length=1)) == Decision(2, 1)
     assert policy.decide(q(3.99, length=1)) == Decision(1, 1)
     # slack 1: only (s0, 1), whatever the queue
     assert policy.decide(q(1.0, length=5)) == Decision(0, 1)
-    # slack 16 or more, long queue: (s2, 4)
-    assert policy.decide(q(16.0, length=100)) == Decision(2, 4)
+    # slack 16, 100 queued: 25 batches, 0.64 ms each -> drained as fast as possible, (s0, 4)
+    assert policy.decide(q(16.0, length=100)) == Decision(0, 4)
     assert policy.decide(q(100.0, length=4)) == Decision(2, 4)
     # late (slack below 1 ms): best effort = the largest batch the queue allows, on the SubNet fastest there
     assert policy.decide(q(0.5, length=3)) == Decision(0, 3)
@@ -195,21 +202,29 @@ def test_slackfit_paper_example():
     # the paper's rule as printed gives the 76.58% SubNet: its bucket is chosen for a batch larger than 1
     paper = SlackFitPaper(p).decide(q(20.0, length=1))
     assert paper == Decision(10, 1) and p.accuracies[paper.subnet] == pytest.approx(76.577)
-    # a long queue: batch 16, the most accurate SubNet that serves 16 within 20 ms
-    long = SlackFit(p).decide(q(20.0, length=40))
-    best = max(s for s in range(p.num_subnets) if p.latency(s, 16) <= 20.0)
-    assert long == Decision(best, 16) and p.latency(best + 1, 16) > 20.0
+    # 40 queued on 8 workers: one round of batch 16 drains them; the most accurate SubNet that serves
+    # 16 within 20 ms: index 10 (18.98 ms; index 11 takes 20.1)
+    assert SlackFit(p).decide(q(20.0, length=40, workers=8)) == Decision(10, 16)
+    assert p.latency(10, 16) <= 20.0 < p.latency(11, 16)
+    # ... on one worker: 3 batches, 6.7 ms each, which no SubNet serves at 16 (the fastest takes 10.7 ms):
+    # the fastest, to drain the backlog before the head's deadline passes
+    assert SlackFit(p).decide(q(20.0, length=40)) == Decision(0, 16)
 
 
 def _reference(p: Profile, state: QueueState) -> Decision:
-    """The rule by exhaustive search: max (batch, accuracy, -latency, -index) over the fitting options."""
+    """The rule by exhaustive search: the largest batch some SubNet serves within the slack; then, with
+    r = ceil(queued / (batch * workers)), max (accuracy, -latency, -index) over the SubNets serving that
+    batch within slack / r, else the fastest at that batch."""
     n = min(state.length, p.max_batch)
-    options = [(b, p.accuracies[s], -p.latency(s, b), -s) for s in range(p.num_subnets) for b in range(1, n + 1)
-               if p.latency(s, b) <= state.slack_ms]
-    if not options:
+    batches = [b for s in range(p.num_subnets) for b in range(1, n + 1) if p.latency(s, b) <= state.slack_ms]
+    if not batches:
         return Decision(min(range(p.num_subnets), key=lambda s: (p.latency(s, n), -p.accuracies[s], s)), n)
-    b, _, _, s = max(options)
-    return Decision(-s, b)
+    b = max(batches)
+    share = state.slack_ms / math.ceil(state.length / (b * state.workers))
+    fits = [(p.accuracies[s], -p.latency(s, b), -s) for s in range(p.num_subnets) if p.latency(s, b) <= share]
+    if not fits:
+        return Decision(min(range(p.num_subnets), key=lambda s: (p.latency(s, b), -p.accuracies[s], s)), b)
+    return Decision(-max(fits)[2], b)
 
 
 def test_slackfit_matches_an_exhaustive_search():
@@ -221,5 +236,6 @@ def test_slackfit_matches_an_exhaustive_search():
         p = Profile(tuple(f"s{i}" for i in range(subnets)), tuple(accs), rows)
         policy = SlackFit(p)
         for _ in range(20):
-            state = q(rng.choice((rng.uniform(-2, 25), float(rng.randint(0, 21)))), length=rng.randint(1, 8))
+            state = q(rng.choice((rng.uniform(-2, 25), float(rng.randint(0, 21)))), length=rng.randint(1, 20),
+                      workers=rng.randint(1, 3))
             assert policy.decide(state) == _reference(p, state), (rows, accs, state)

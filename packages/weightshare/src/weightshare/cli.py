@@ -11,6 +11,8 @@ import argparse
 import sys
 from importlib.metadata import entry_points
 
+from ws_serve.loadgen import TRANSPORTS
+
 from .pipeline import BACKENDS, DATASETS, PipelineConfig
 
 __all__ = ["main"]
@@ -51,6 +53,8 @@ def _demo_parser() -> argparse.ArgumentParser:
     g.add_argument("--served-subnets", type=int, default=d.served_subnets, help="SubNets of the Pareto front served")
     g = p.add_argument_group("serving")
     g.add_argument("--backend", default=d.backend, choices=BACKENDS, help="ws-serve execution backend")
+    g.add_argument("--transport", default=d.transport, choices=TRANSPORTS,
+                   help="how the load generator reaches the server (the Open Inference Protocol over gRPC or HTTP)")
     g.add_argument("--repeats", type=int, default=d.repeats, help="bursty traces (seeds seed, seed+1, ...) per policy")
     g.add_argument("--trace-seconds", type=float, default=d.trace_seconds)
     g.add_argument("--cv2", type=float, default=d.cv2, help="burstiness of the trace's Gamma stream")
@@ -79,7 +83,7 @@ def demo(argv: list[str]) -> int:
         batch_size=a.batch_size, lr=a.lr, train_size=a.train_size, warmup_fraction=a.warmup_fraction,
         num_random=a.num_random, augment=a.augment, candidates=a.candidates, bn_batches=a.bn_batches,
         served_subnets=a.served_subnets, max_batch=a.max_batch, workers=a.workers, backend=a.backend,
-        repeats=a.repeats, trace_seconds=a.trace_seconds,
+        transport=a.transport, repeats=a.repeats, trace_seconds=a.trace_seconds,
         cv2=a.cv2, load=a.load, slo_ms=a.slo_ms, baseline=a.baseline, seed=a.seed, out_dir=a.out, run_name=a.name,
         progress_bar=not a.no_progress_bar,
     )

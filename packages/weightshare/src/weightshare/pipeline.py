@@ -60,7 +60,9 @@ class PipelineConfig:
     Search: ``candidates`` SubNets besides the min and max, each after BN recalibration on
     ``bn_batches`` training batches, scored on the validation split; ``served_subnets`` of the
     validation Pareto front are served.
-    Serving (``backend``: ws-serve's execution backend): ``repeats`` bursty traces (steady stream +
+    Serving (``backend``: ws-serve's execution backend; ``transport``: how the load generator sends
+    requests, ``grpc`` — the Open Inference Protocol over gRPC, the cheaper client — or ``http``):
+    ``repeats`` bursty traces (steady stream +
     Gamma stream of squared coefficient of variation ``cv2``, seeds ``seed``, ``seed + 1``, ...) of
     ``trace_seconds`` each, whose mean rate is ``load`` × the throughput of the fixed baseline SubNet
     (``baseline``: ``max`` — the most accurate served SubNet, ``median``, ``min``, or a SubNet id)
@@ -85,6 +87,7 @@ class PipelineConfig:
     max_batch: int = 8
     workers: int = 1
     backend: str = "auto"
+    transport: str = "grpc"
     trace_seconds: float = 20.0
     repeats: int = 2
     cv2: float = 8.0
@@ -102,6 +105,7 @@ class PipelineConfig:
 
         import ws_core  # noqa: F401  (registers the SuperNets with timm)
         from ws_serve.calibration import BASELINES
+        from ws_serve.loadgen import TRANSPORTS
 
         registered = timm.list_models("ws_*")
         if self.model not in registered:
@@ -110,6 +114,8 @@ class PipelineConfig:
             raise ValueError(f"dataset must be one of {list(DATASETS)}, got {self.dataset!r}")
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {list(BACKENDS)}, got {self.backend!r}")
+        if self.transport not in TRANSPORTS:
+            raise ValueError(f"transport must be one of {list(TRANSPORTS)}, got {self.transport!r}")
         for name, low in (("epochs", 1), ("batch_size", 2), ("candidates", 0), ("bn_batches", 1),
                           ("served_subnets", 1), ("max_batch", 1), ("workers", 1), ("repeats", 1),
                           ("num_random", 0)):
@@ -473,10 +479,13 @@ def run_pipeline(cfg: PipelineConfig | None = None, say: Callable[[str], None] =
     sample_shape = (3, image_size, image_size)
     server_args = ["--backend", cfg.backend]
     with ws_serve_process(train.checkpoint, f"fixed:{baseline_id}", log=run_dir / "server-calibration.log",
-                          max_batch=cfg.max_batch, workers=cfg.workers, extra_args=server_args) as url:
-        overhead_ms = measure_overhead(url, cfg.model, sample_shape, profile.latency(baseline, 1))
+                          max_batch=cfg.max_batch, workers=cfg.workers, extra_args=server_args,
+                          transport=cfg.transport) as url:
+        overhead_ms = measure_overhead(url, cfg.model, sample_shape, profile.latency(baseline, 1),
+                                       transport=cfg.transport)
         _, slo_ms, estimate = choose_load(profile, baseline_id, 1.0, cfg.slo_ms, overhead_ms)
-        capacity = measure_capacity(url, cfg.model, sample_shape, slo_ms, start_qps=estimate)
+        capacity = measure_capacity(url, cfg.model, sample_shape, slo_ms, start_qps=estimate,
+                                    transport=cfg.transport)
     _, slo_ms, rate = choose_load(profile, baseline_id, cfg.load, cfg.slo_ms, overhead_ms, capacity)
     traces = [bursty_trace(0.25 * rate, 0.75 * rate, cfg.cv2, cfg.trace_seconds, seed=cfg.seed + r)
               for r in range(cfg.repeats)]
@@ -493,14 +502,14 @@ def run_pipeline(cfg: PipelineConfig | None = None, say: Callable[[str], None] =
         policies.append((f"fixed:{least}", f"fixed {least} (least accurate)"))
     runs = []
     for policy, label in policies:
-        say(f"4/4 serving with {label}: ws-serve on 127.0.0.1, replaying {cfg.repeats} trace(s)")
+        say(f"4/4 serving with {label}: ws-serve on 127.0.0.1, replaying {cfg.repeats} trace(s) over {cfg.transport}")
         reports, logs = [], []
         for r, trace in enumerate(traces):
             log = run_dir / f"server-{policy.replace(':', '-')}-{r}.log"
             reports.append(serve_and_replay(train.checkpoint, policy, trace, slo_ms, log=log, model=cfg.model,
                                             sample_shape=sample_shape, max_batch=cfg.max_batch,
                                             workers=cfg.workers, overhead_ms=overhead_ms, seed=cfg.seed + r,
-                                            extra_args=server_args))
+                                            extra_args=server_args, transport=cfg.transport))
             logs.append(log)
         run = ServingRun(policy, label, reports, logs)
         runs.append(run)

@@ -4,12 +4,16 @@ A script, benchmark or pipeline that has a checkpoint with its served set (:func
 uses these to pick a load that means something on *this* machine and to compare policies on one trace:
 
 * :func:`ws_serve_process` — ``ws-serve run`` for a checkpoint and policy on a free loopback port
-  (:func:`ws_serve.launch.server_process`), for the length of a ``with`` block;
+  (:func:`ws_serve.launch.server_endpoints`), for the length of a ``with`` block;
 * :func:`measure_overhead` — per-request latency outside the forward pass, measured end to end;
 * :func:`measure_capacity` — the highest steady rate a server sustains within an SLO;
 * :func:`choose_load` — the baseline SubNet, the SLO and the trace's mean rate from a profile;
 * :func:`serve_and_replay` — serve with one policy, warm up, replay a trace open loop
   (:func:`ws_serve.loadgen.replay_sync`).
+
+Each takes the ``transport`` the load generator uses (``"http"`` or ``"grpc"``,
+:data:`ws_serve.loadgen.TRANSPORTS`); the address it takes is what :func:`ws_serve_process` yields for
+that transport.
 """
 
 from __future__ import annotations
@@ -63,72 +67,100 @@ def choose_load(
     return index, float(slo_ms), float(load * peak)
 
 
+def _check_transport(transport: str) -> None:
+    from .loadgen import TRANSPORTS
+
+    if transport not in TRANSPORTS:
+        raise ValueError(f"transport must be one of {TRANSPORTS}, got {transport!r}")
+
+
 @contextmanager
 def ws_serve_process(checkpoint: Path, policy: str, *, log: Path, max_batch: int = 8, workers: int = 1,
                      overhead_ms: float = 1.0, start_timeout_s: float = 300.0,
-                     extra_args: Sequence[str] = ()) -> Iterator[str]:
-    """Run ``ws-serve run`` for ``checkpoint`` with ``policy`` on a free loopback port until the block
-    ends (then SIGTERM: the server answers what it accepted and exits); yields its base URL once ready
-    (:func:`ws_serve.launch.server_process`)."""
-    from .launch import server_process
+                     extra_args: Sequence[str] = (), transport: str = "http") -> Iterator[str]:
+    """Run ``ws-serve run`` for ``checkpoint`` with ``policy`` on free loopback ports until the block
+    ends (then SIGTERM: the server answers what it accepted and exits); yields, once it is ready, its
+    HTTP base URL (``transport="http"``) or its gRPC ``host:port`` (``"grpc"``: the server also listens
+    on gRPC) (:func:`ws_serve.launch.server_endpoints`)."""
+    from .launch import server_endpoints
 
+    _check_transport(transport)
     args = ["--checkpoint", str(checkpoint), "--policy", policy, "--max-batch", str(max_batch), "--workers",
             str(workers), "--max-queue", "4096", "--overhead-ms", f"{overhead_ms:.3f}", *extra_args]
-    with server_process(args, log, start_timeout_s=start_timeout_s) as url:
-        yield url
+    if transport == "grpc" and "--grpc-port" not in args:
+        args += ["--grpc-port", "0"]
+    with server_endpoints(args, log, start_timeout_s=start_timeout_s) as ends:
+        yield ends.grpc if transport == "grpc" else ends.http
 
 
-def measure_overhead(url: str, model: str, sample_shape: Sequence[int], forward_ms: float, requests: int = 24,
-                     spacing_s: float = 0.1) -> float:
+def measure_overhead(url: str, model: str, sample_shape: Sequence[int], forward_ms: float, requests: int = 48,
+                     spacing_s: float = 0.002, transport: str = "http") -> float:
     """Per-request cost outside the forward pass, in ms: the median client-measured latency of
-    ``requests`` requests sent one at a time (``spacing_s`` apart, the first quarter discarded as
-    warm-up) minus ``forward_ms``, the batch-1 forward latency of the SubNet that serves them."""
+    ``requests`` requests sent ``spacing_s`` apart (the first quarter discarded as warm-up) minus
+    ``forward_ms``, the profiled batch-1 forward latency of the SubNet that serves them.
+
+    The default spacing (2 ms) is longer than one request takes, so requests do not queue, but short
+    enough that the server stays warm, as it is under load: with requests 100 ms apart the server's
+    threads and the CPU go idle between them and every request pays a wake-up of a few milliseconds
+    that a loaded server never pays.
+    """
     from .loadgen import replay_sync
 
+    _check_transport(transport)
     report = replay_sync(url, model, [spacing_s * i for i in range(requests)], slo_ms=60_000.0,
-                         sample_shape=tuple(sample_shape))
+                         sample_shape=tuple(sample_shape), transport=transport)
     if report.ok < requests:
-        raise RuntimeError(f"measure_overhead: only {report.ok} of {requests} sequential requests succeeded "
+        raise RuntimeError(f"measure_overhead: only {report.ok} of {requests} requests succeeded "
                            f"({dict(report.statuses)})")
     measured = sorted(r.latency_ms for r in report.records if r.at_s >= spacing_s * (requests // 4))
     return max(0.0, measured[len(measured) // 2] - forward_ms)
 
 
 def measure_capacity(url: str, model: str, sample_shape: Sequence[int], slo_ms: float, start_qps: float, *,
-                     probe_s: float = 3.0, target: float = 0.95, shrink: float = 0.8, max_probes: int = 8) -> float:
+                     probe_s: float = 3.0, target: float = 0.95, step: float = 1.25, max_probes: int = 8,
+                     transport: str = "http") -> float:
     """The highest steady arrival rate (q/s) a server sustains with ``target`` SLO attainment.
 
-    Steady open-loop streams of ``probe_s`` seconds are replayed, starting at ``start_qps`` and
-    lowering the rate by ``shrink`` until at least ``target`` of the requests meet ``slo_ms`` (at most
-    ``max_probes`` probes; the last rate tried is returned). Measured end to end on this machine, so
-    HTTP handling, batching and the client's own work are all included.
+    Steady open-loop streams of ``probe_s`` seconds are replayed, starting at ``start_qps``: while a
+    rate meets ``target`` the next probe is ``step`` times faster, while it misses, ``step`` times
+    slower; the search stops at the first change of direction (or after ``max_probes`` probes) and
+    returns the highest rate that met the target (the lowest tried if none did). Measured end to end
+    on this machine, so request handling, batching and the client's own work are all included.
     """
     from .loadgen import replay_sync
 
-    if not (start_qps > 0 and 0 < shrink < 1 and 0 < target <= 1 and probe_s > 0 and max_probes >= 1):
-        raise ValueError(f"measure_capacity: need start_qps > 0, 0 < shrink < 1, 0 < target <= 1, probe_s > 0, "
-                         f"max_probes >= 1; got {start_qps}, {shrink}, {target}, {probe_s}, {max_probes}")
-    rate = start_qps
-    for probe in range(max_probes):
+    _check_transport(transport)
+    if not (start_qps > 0 and step > 1 and 0 < target <= 1 and probe_s > 0 and max_probes >= 1):
+        raise ValueError(f"measure_capacity: need start_qps > 0, step > 1, 0 < target <= 1, probe_s > 0, "
+                         f"max_probes >= 1; got {start_qps}, {step}, {target}, {probe_s}, {max_probes}")
+    rate, best, lowest, direction = start_qps, None, start_qps, 0
+    for _ in range(max_probes):
         arrivals = [i / rate for i in range(max(1, int(rate * probe_s)))]
-        report = replay_sync(url, model, arrivals, slo_ms=slo_ms, sample_shape=tuple(sample_shape))
-        if report.slo_attainment >= target or probe == max_probes - 1:
-            return rate
-        rate *= shrink
+        report = replay_sync(url, model, arrivals, slo_ms=slo_ms, sample_shape=tuple(sample_shape),
+                             transport=transport)
         time.sleep(0.5)  # let the queue drain before the next probe
-    return rate
+        lowest = min(lowest, rate)
+        met = report.slo_attainment >= target
+        if met:
+            best = rate if best is None else max(best, rate)
+        if direction and met != (direction > 0):
+            break  # passed after failing, or failed after passing: the capacity lies in between
+        direction = 1 if met else -1
+        rate = rate * step if met else rate / step
+    return best if best is not None else lowest
 
 
 def serve_and_replay(checkpoint: Path, policy: str, trace, slo_ms: float, *, log: Path, model: str,
                      sample_shape: Sequence[int], max_batch: int = 8, workers: int = 1, overhead_ms: float = 1.0,
-                     seed: int = 0, warmup: int = 16, extra_args: Sequence[str] = ()):
+                     seed: int = 0, warmup: int = 16, extra_args: Sequence[str] = (), transport: str = "http"):
     """Serve ``checkpoint`` with ``policy`` (:func:`ws_serve_process`), send ``warmup`` unmeasured
-    requests, then replay ``trace`` open loop (one KServe v2 request per arrival, SLO ``slo_ms``);
-    the client's :class:`ws_serve.ReplayReport`."""
+    requests, then replay ``trace`` open loop (one KServe v2 request per arrival over ``transport``,
+    SLO ``slo_ms``); the client's :class:`ws_serve.ReplayReport`."""
     from .loadgen import replay_sync
 
     with ws_serve_process(checkpoint, policy, log=log, max_batch=max_batch, workers=workers,
-                          overhead_ms=overhead_ms, extra_args=extra_args) as url:
+                          overhead_ms=overhead_ms, extra_args=extra_args, transport=transport) as url:
         replay_sync(url, model, [0.02 * i for i in range(warmup)], slo_ms=slo_ms, sample_shape=tuple(sample_shape),
-                    seed=seed)
-        return replay_sync(url, model, trace, slo_ms=slo_ms, sample_shape=tuple(sample_shape), seed=seed)
+                    seed=seed, transport=transport)
+        return replay_sync(url, model, trace, slo_ms=slo_ms, sample_shape=tuple(sample_shape), seed=seed,
+                           transport=transport)

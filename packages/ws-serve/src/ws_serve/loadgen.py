@@ -1,11 +1,20 @@
-"""Open-loop load generator: replay a trace against a live KServe v2 server.
+"""Open-loop load generator: replay a trace against a live KServe v2 server, over HTTP or gRPC.
 
 Each arrival of the trace is sent at its time — whether or not earlier requests have been answered
-(open loop, as in SuperServe's evaluation) — as one ``/v2/models/{name}/infer`` request carrying one
-query (binary tensor data, like tritonclient). The report gives the SLO attainment (answered with
-200 within the SLO, measured at the client, over all sent), the mean served accuracy (the
-``accuracy`` the server reports for the SubNet that served each SLO-meeting request), throughput,
-and the count of every error status.
+(open loop, as in SuperServe's evaluation) — as one inference request carrying one query:
+
+* ``transport="http"`` — ``POST {url}/v2/models/{name}/infer`` with binary tensor data (as
+  tritonclient's HTTP client sends it), through one ``httpx.AsyncClient``;
+* ``transport="grpc"`` — ``inference.GRPCInferenceService/ModelInfer`` on ``host:port`` with
+  ``raw_input_contents``, through one grpc.aio channel. The request is serialised once and the same
+  bytes sent for every arrival, so the client's own cost per request is a few tens of microseconds:
+  on a machine where the load generator shares the cores with the server, this is the transport that
+  leaves the CPU to the server and lets the forward pass, not the client, decide its capacity.
+
+The report gives the SLO attainment (answered successfully within the SLO, measured at the client,
+over all sent), the mean served accuracy (the ``accuracy`` the server reports for the SubNet that
+served each SLO-meeting request), throughput, and the count of every status (HTTP codes, or gRPC
+status names).
 """
 
 from __future__ import annotations
@@ -23,7 +32,18 @@ import numpy as np
 
 from .traces import Trace
 
-__all__ = ["ReplayReport", "RequestRecord", "encode_infer_request", "replay", "replay_sync"]
+__all__ = [
+    "TRANSPORTS",
+    "ReplayReport",
+    "RequestRecord",
+    "encode_grpc_infer_request",
+    "encode_infer_request",
+    "replay",
+    "replay_sync",
+]
+
+#: how :func:`replay` reaches the server
+TRANSPORTS = ("http", "grpc")
 
 
 def encode_infer_request(x: np.ndarray, slo_ms: float | None = None, input_name: str = "input") -> tuple[bytes, int]:
@@ -38,13 +58,29 @@ def encode_infer_request(x: np.ndarray, slo_ms: float | None = None, input_name:
     return head + x.tobytes(), len(head)
 
 
+def encode_grpc_infer_request(model: str, x: np.ndarray, slo_ms: float | None = None,
+                              input_name: str = "input") -> bytes:
+    """A serialised ``ModelInferRequest`` for ``model`` with ``x`` as ``raw_input_contents`` (FP32)."""
+    from tritonclient.grpc import service_pb2 as pb
+
+    x = np.ascontiguousarray(x, dtype="<f4")
+    request = pb.ModelInferRequest(
+        model_name=model, inputs=[pb.ModelInferRequest.InferInputTensor(name=input_name, datatype="FP32",
+                                                                         shape=list(x.shape))],
+        raw_input_contents=[x.tobytes()])
+    if slo_ms is not None:
+        request.parameters["slo_ms"].double_param = float(slo_ms)
+    return request.SerializeToString()
+
+
 @dataclass(frozen=True)
 class RequestRecord:
     """One replayed request: when it was due (seconds from the start of the trace) and how it ended.
 
-    ``status`` is the HTTP status code or, for a transport failure, the exception's class name;
-    ``latency_ms`` is measured at the client (``nan`` without a response); ``accuracy`` and ``subnet_id``
-    are what the server reported for a 200 (``nan`` / ``""`` otherwise).
+    ``status`` is the HTTP status code, the gRPC status name (``"OK"``, ``"DEADLINE_EXCEEDED"``, ...)
+    or, for an HTTP transport failure, the exception's class name; ``latency_ms`` is measured at the
+    client (``nan`` without a response); ``accuracy`` and ``subnet_id`` are what the server reported
+    for a success (``nan`` / ``""`` otherwise).
     """
 
     at_s: float
@@ -53,8 +89,13 @@ class RequestRecord:
     accuracy: float = float("nan")
     subnet_id: str = ""
 
+    @property
+    def ok(self) -> bool:
+        """Answered successfully (HTTP 200, gRPC OK)."""
+        return self.status == 200 or self.status == "OK"
+
     def met(self, slo_ms: float) -> bool:
-        return self.status == 200 and self.latency_ms <= slo_ms
+        return self.ok and self.latency_ms <= slo_ms
 
 
 @dataclass
@@ -129,44 +170,37 @@ async def replay(
     seed: int = 0,
     timeout_s: float = 30.0,
     max_connections: int = 512,
+    transport: str = "http",
 ) -> ReplayReport:
-    """Send one request per arrival of ``trace`` to ``{url}/v2/models/{model}/infer`` (open loop)."""
+    """Send one request per arrival of ``trace`` to the server at ``url`` (open loop).
+
+    ``url`` is the HTTP base URL (``transport="http"``: ``{url}/v2/models/{model}/infer``) or the gRPC
+    ``host:port`` (``transport="grpc"``). ``max_connections`` bounds HTTP connections (gRPC multiplexes
+    every call on one channel).
+    """
     if slo_ms <= 0:
         raise ValueError(f"replay: slo_ms must be > 0, got {slo_ms}")
+    if transport not in TRANSPORTS:
+        raise ValueError(f"replay: transport must be one of {TRANSPORTS}, got {transport!r}")
     arrivals = trace.arrivals if isinstance(trace, Trace) else np.asarray(trace, dtype=np.float64)
     x = np.random.default_rng(seed).standard_normal((1, *sample_shape)).astype(np.float32)
-    body, header_length = encode_infer_request(x, slo_ms)
-    headers = {"Inference-Header-Content-Length": str(header_length), "Content-Type": "application/octet-stream"}
     report = ReplayReport(len(arrivals), 0, 0, 0.0, 0.0, slo_ms=float(slo_ms))
-    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
-    path = f"/v2/models/{model}/infer"
 
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=timeout_s) as client:
-        async def one(at: float) -> None:
-            start = time.perf_counter()
-            try:
-                r = await client.post(path, content=body, headers=headers)
-            except httpx.HTTPError as e:
-                report.statuses[type(e).__name__] += 1
-                report.records.append(RequestRecord(at, type(e).__name__))
-                return
-            latency = (time.perf_counter() - start) * 1e3
-            report.statuses[r.status_code] += 1
-            if r.status_code != 200:
-                report.records.append(RequestRecord(at, r.status_code, latency))
-                return
-            report.ok += 1
-            report.latencies_ms.append(latency)
-            hl = r.headers.get("inference-header-content-length")
-            meta = json.loads(r.content[: int(hl)] if hl is not None else r.content)
-            params = meta.get("parameters", {})
-            subnet, accuracy = str(params.get("subnet_id", "?")), float(params.get("accuracy", float("nan")))
-            report.subnets[subnet] += 1
-            report.records.append(RequestRecord(at, 200, latency, accuracy, subnet))
-            if latency <= slo_ms:
-                report.met_slo += 1
-                report.accuracy_sum += accuracy
+    def record(at: float, status: int | str, latency: float, params: dict[str, Any] | None) -> None:
+        report.statuses[status] += 1
+        if params is None:  # no response, or an error response
+            report.records.append(RequestRecord(at, status, latency))
+            return
+        report.ok += 1
+        report.latencies_ms.append(latency)
+        subnet, accuracy = str(params.get("subnet_id", "?")), float(params.get("accuracy", float("nan")))
+        report.subnets[subnet] += 1
+        report.records.append(RequestRecord(at, status, latency, accuracy, subnet))
+        if latency <= slo_ms:
+            report.met_slo += 1
+            report.accuracy_sum += accuracy
 
+    async def run(one) -> None:
         t0 = time.perf_counter()
         tasks = []
         for at in arrivals.tolist():
@@ -178,6 +212,54 @@ async def replay(
         if tasks:
             await asyncio.gather(*tasks)
         report.duration_s = time.perf_counter() - t0
+
+    if transport == "grpc":
+        import grpc
+        from tritonclient.grpc import service_pb2 as pb
+
+        body = encode_grpc_infer_request(model, x, slo_ms)
+        async with grpc.aio.insecure_channel(url) as channel:
+            # the request is already serialised: send its bytes as they are, parse only the response
+            infer = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer",
+                                        request_serializer=None, response_deserializer=pb.ModelInferResponse.FromString)
+
+            async def one_grpc(at: float) -> None:
+                start = time.perf_counter()
+                try:
+                    response = await infer(body, timeout=timeout_s)
+                except grpc.aio.AioRpcError as e:
+                    record(at, e.code().name, (time.perf_counter() - start) * 1e3, None)
+                    return
+                latency = (time.perf_counter() - start) * 1e3
+                params = {k: getattr(v, v.WhichOneof("parameter_choice")) for k, v in response.parameters.items()
+                          if k in ("subnet_id", "accuracy") and v.WhichOneof("parameter_choice")}
+                record(at, "OK", latency, params)
+
+            await run(one_grpc)
+        return report
+
+    body, header_length = encode_infer_request(x, slo_ms)
+    headers = {"Inference-Header-Content-Length": str(header_length), "Content-Type": "application/octet-stream"}
+    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+    path = f"/v2/models/{model}/infer"
+
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=timeout_s) as client:
+        async def one_http(at: float) -> None:
+            start = time.perf_counter()
+            try:
+                r = await client.post(path, content=body, headers=headers)
+            except httpx.HTTPError as e:
+                record(at, type(e).__name__, float("nan"), None)
+                return
+            latency = (time.perf_counter() - start) * 1e3
+            if r.status_code != 200:
+                record(at, r.status_code, latency, None)
+                return
+            hl = r.headers.get("inference-header-content-length")
+            meta = json.loads(r.content[: int(hl)] if hl is not None else r.content)
+            record(at, 200, latency, meta.get("parameters", {}))
+
+        await run(one_http)
     return report
 
 

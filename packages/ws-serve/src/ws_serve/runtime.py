@@ -360,7 +360,8 @@ class Router:
             if not self._queue:
                 break
             head = self._queue[0]
-            state = QueueState(now + self.overhead_s, head.deadline, self._queued)
+            state = QueueState(now + self.overhead_s, head.deadline, self._queued,
+                               sum(w.alive for w in self.workers))
             decision = (self.policy.decide(state) if head.subnet is None
                         else self.policy.decide_pinned(state, head.subnet))
             batch: list[_Query] = []

@@ -150,7 +150,7 @@ def simulate(
                     dropped += 1
                 if not queue:
                     break
-            d = decide(QueueState(now + overhead, queue[0][0], len(queue)))
+            d = decide(QueueState(now + overhead, queue[0][0], len(queue), alive))
             members = tuple(pop(queue)[1] for _ in range(min(d.batch_size, len(queue))))
             finish = now + overhead + latency_s[d.subnet][len(members) - 1]
             push(running, (finish, batch_ids, d.subnet, members))
