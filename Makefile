@@ -22,7 +22,7 @@ install: $(STAMP)
 
 # The main job: train a SuperNet on Fashion-MNIST (prepared by `make data`), search, serve under bursty
 # traces, report to runs/<timestamp>/. Options after DEMO_ARGS, e.g. make demo DEMO_ARGS="--epochs 4".
-# Training runs with OpenMP's default (active) waiting, ~30 % faster here than passive waiting; the
+# Training runs with OpenMP's default (active) waiting (155 s here vs 225 s with passive waiting); the
 # servers the job starts wait passively (ws_serve.launch), so they leave the cores to the load generator.
 demo: $(STAMP) data
 	$(BIN)/ws demo $(DEMO_ARGS)
