@@ -284,13 +284,10 @@ class Genotype:
         return cls.from_dict(d)
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the JSON atomically (temporary file, then rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(self.to_json(indent=1))
-        os.replace(tmp, path)
-        return path
+        """Write the JSON atomically (:func:`ws_core.io.atomic_write_text`)."""
+        from ws_core.io import atomic_write_text
+
+        return atomic_write_text(path, self.to_json(indent=1))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Genotype:

@@ -34,6 +34,8 @@ from typing import Any
 
 import numpy as np
 
+from ws_core.io import atomic_path
+
 __all__ = [
     "MAF_MINUTES",
     "Trace",
@@ -103,19 +105,19 @@ class Trace:
         return Trace(cut, self.name, dict(self.meta, duration_s=min(duration_s, self.duration)))
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write ``.csv`` (header ``arrival_s``) or ``.json`` (``name``, ``meta``, ``arrivals``), atomically."""
+        """Write ``.csv`` (header ``arrival_s``) or ``.json`` (``name``, ``meta``, ``arrivals``), atomically
+        (:func:`ws_core.io.atomic_path`)."""
         path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp")
-        if path.suffix == ".csv":
-            with open(tmp, "w", newline="") as f:
-                f.write("arrival_s\n")
-                np.savetxt(f, self.arrivals, fmt="%.9f")
-        elif path.suffix == ".json":
-            with open(tmp, "w") as f:
-                json.dump({"name": self.name, "meta": dict(self.meta), "arrivals": self.arrivals.tolist()}, f)
-        else:
+        if path.suffix not in (".csv", ".json"):
             raise ValueError(f"Trace.save: path must end in .csv or .json, got {path.name!r}")
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            if path.suffix == ".csv":
+                with open(tmp, "w", newline="") as f:
+                    f.write("arrival_s\n")
+                    np.savetxt(f, self.arrivals, fmt="%.9f")
+            else:
+                with open(tmp, "w") as f:
+                    json.dump({"name": self.name, "meta": dict(self.meta), "arrivals": self.arrivals.tolist()}, f)
         return path
 
     @classmethod
