@@ -361,7 +361,7 @@ def evaluate_subnets(net, datamodule, candidates: int = 30, bn_batches: int = 4,
     held-out split too (the data module's test split, else its validation split); mark the validation
     Pareto front. Each SubNet's recalibrated statistics are kept (they become SubnetNorm statistics);
     the SuperNet's own are restored afterwards."""
-    from ws_core.bn import recalibrate_bn, restore_bn_buffers, snapshot_bn_buffers
+    from ws_core.bn import kept_bn_buffers, recalibrate_bn
     from ws_core.cost import CostModel
     from ws_core.search import pareto_search
 
@@ -402,13 +402,12 @@ def evaluate_subnets(net, datamodule, candidates: int = 30, bn_batches: int = 4,
             progress(f"SubNet {index + 1}: {point.config.id} {point.label:>8}  {point.cost / 1e6:6.2f} MMACs  "
                      f"validation {100 * point.score:.2f}%  held-out {100 * measured[point.config][0]:.2f}%")
 
-    snapshot = snapshot_bn_buffers(net)
     net.eval()
     try:
-        points = pareto_search(net.space, score, lambda c: float(costs.macs(c)), candidates,
-                               generator=torch.Generator().manual_seed(seed), on_scored=report)
+        with kept_bn_buffers(net):
+            points = pareto_search(net.space, score, lambda c: float(costs.macs(c)), candidates,
+                                   generator=torch.Generator().manual_seed(seed), on_scored=report)
     finally:
-        restore_bn_buffers(net, snapshot)
         net.to(memory_format=torch.contiguous_format)
     return [SubNetResult(p.config, measured[p.config][0], int(p.cost), int(costs.params(p.config)), p.label,
                          p.pareto, val_accuracy=p.score, statistics=measured[p.config][1]) for p in points]

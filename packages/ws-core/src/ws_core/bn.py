@@ -10,7 +10,8 @@ stored (safetensors) and applied again later (ws-serve's ``SubnetNorm`` builds o
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import chain, islice
 from typing import Any
@@ -21,7 +22,8 @@ from torch import Tensor, nn
 from .config import SubNetConfig
 from .supernet import SuperNet, iter_active_modules
 
-__all__ = ["BNStatistics", "collect_bn_statistics", "recalibrate_bn", "restore_bn_buffers", "snapshot_bn_buffers"]
+__all__ = ["BNStatistics", "collect_bn_statistics", "kept_bn_buffers", "recalibrate_bn", "restore_bn_buffers",
+           "snapshot_bn_buffers"]
 
 
 def snapshot_bn_buffers(net: nn.Module) -> dict[str, Tensor]:
@@ -39,6 +41,23 @@ def restore_bn_buffers(net: nn.Module, snapshot: Mapping[str, Tensor]) -> None:
         for key, value in snapshot.items():
             name, buf = key.rsplit(".", 1)
             getattr(modules[name], buf).copy_(value)
+
+
+@contextmanager
+def kept_bn_buffers(net: nn.Module) -> Iterator[dict[str, Tensor]]:
+    """A ``with`` block after which every BatchNorm buffer of ``net`` (running mean / var, batch counter)
+    is as it was before, however the block ends; yields the :func:`snapshot_bn_buffers` copy.
+
+    Example::
+
+        >>> with kept_bn_buffers(net):                      # doctest: +SKIP
+        ...     stats = recalibrate_bn(net, loader, cfg)    # net's own statistics are restored after
+    """
+    snapshot = snapshot_bn_buffers(net)
+    try:
+        yield snapshot
+    finally:
+        restore_bn_buffers(net, snapshot)
 
 
 def _active_batchnorms(net: SuperNet) -> list[tuple[str, nn.modules.batchnorm._BatchNorm]]:

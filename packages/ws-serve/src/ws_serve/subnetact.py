@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ws_core.bn import BNStatistics, collect_bn_statistics, recalibrate_bn
+from ws_core.bn import BNStatistics, collect_bn_statistics, kept_bn_buffers, recalibrate_bn
 from ws_core.checkpoint import atomic_save_safetensors, read_safetensors
 from ws_core.config import SubNetConfig
 from ws_core.elastic import ElasticModule, ElasticStage
@@ -402,17 +402,9 @@ class SubNetAct:
         """A standalone ws-core ``SubNet`` of one served SubNet with its SubnetNorm statistics (a copy)."""
         row = self.row(subnet)
         stats = self.statistics(row)
-        with self.suspended():
-            norms = [m for m in self.net.modules() if _is_norm(m)]
-            saved = [(m.running_mean.clone(), m.running_var.clone()) for m in norms]
-            try:
-                stats.apply(self.net)
-                return self.net.extract(self.served[row])
-            finally:
-                with torch.no_grad():
-                    for m, (mean, var) in zip(norms, saved):
-                        m.running_mean.copy_(mean)
-                        m.running_var.copy_(var)
+        with self.suspended(), kept_bn_buffers(self.net):
+            stats.apply(self.net)
+            return self.net.extract(self.served[row])
 
     def nbytes(self) -> dict[str, int]:
         """Bytes held by the deployment: shared weights/buffers and the SubnetNorm tables."""
@@ -479,16 +471,8 @@ def recalibrated_statistics(
 
     The SuperNet's own running statistics are restored afterwards.
     """
-    norms = [m for m in net.modules() if _is_norm(m)]
-    saved = [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone()) for m in norms]
-    try:
+    with kept_bn_buffers(net):
         return [recalibrate_bn(net, loader, cfg, num_batches=num_batches) for cfg in configs]
-    finally:
-        with torch.no_grad():
-            for m, (mean, var, n) in zip(norms, saved):
-                m.running_mean.copy_(mean)
-                m.running_var.copy_(var)
-                m.num_batches_tracked.copy_(n)
 
 
 def subnet_norm_path(checkpoint: str | os.PathLike) -> Path:
