@@ -2,8 +2,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
-from ws_core.bn import BNStatistics, collect_bn_statistics, recalibrate_bn
+from ws_core.bn import BNStatistics, collect_bn_statistics, kept_bn_buffers, recalibrate_bn
 
 
 def _reference_recalibration(sub: torch.nn.Module, batches) -> torch.nn.Module:
@@ -100,21 +101,14 @@ def test_bad_inputs(tiny_mbv3, images, tmp_path):
 
 
 def test_kept_bn_buffers_restores_every_buffer_even_after_an_error():
-    import pytest
-    import torch
-    from torch import nn
-
-    from ws_core.bn import kept_bn_buffers
-
     net = nn.Sequential(nn.Conv2d(1, 2, 1), nn.BatchNorm2d(2))
     net[1].running_mean.fill_(0.5)
     before = {k: v.clone() for k, v in net.state_dict().items() if "running" in k or "batches" in k}
-    with pytest.raises(RuntimeError, match="boom"):
-        with kept_bn_buffers(net) as snapshot:
-            net.train()
-            net(torch.randn(4, 1, 3, 3))  # updates running stats and the batch counter
-            assert int(net[1].num_batches_tracked) == 1
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"), kept_bn_buffers(net) as snapshot:
+        net.train()
+        net(torch.randn(4, 1, 3, 3))  # updates running stats and the batch counter
+        assert int(net[1].num_batches_tracked) == 1
+        raise RuntimeError("boom")
     assert set(snapshot) == {"1.running_mean", "1.running_var", "1.num_batches_tracked"}
     for key, value in before.items():
         assert torch.equal(net.state_dict()[key], value), key
