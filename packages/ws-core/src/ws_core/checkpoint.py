@@ -30,6 +30,7 @@ from .supernet import SuperNet
 __all__ = [
     "CheckpointError",
     "atomic_save_safetensors",
+    "create_from_checkpoint",
     "load_checkpoint",
     "read_checkpoint_metadata",
     "read_safetensors",
@@ -131,3 +132,28 @@ def load_checkpoint(net: SuperNet, path: str | os.PathLike, strict: bool = True)
         raise CheckpointError(f"{path}: {e}") from e
     net.activate(meta["active"])
     return meta
+
+
+def create_from_checkpoint(path: str | os.PathLike, **overrides: Any) -> SuperNet:
+    """The SuperNet a checkpoint was saved from: ``timm.create_model`` of its architecture with its
+    ``num_classes`` (``overrides`` are passed on and win, e.g. ``resolutions=(28,)`` for a SuperNet built
+    with a non-default space), then :func:`load_checkpoint`. Raises :class:`CheckpointError` for a file
+    that is not a ws-core checkpoint or whose architecture is not registered (naming the registered ones).
+
+    Example::
+
+        >>> net = create_from_checkpoint("runs/demo/supernet.safetensors")   # doctest: +SKIP
+    """
+    import timm
+
+    meta = read_checkpoint_metadata(path)
+    architecture = meta["architecture"]
+    registered = timm.list_models("ws_*")
+    if architecture not in registered:
+        raise CheckpointError(f"{path}: architecture {architecture!r} is not a registered SuperNet "
+                              f"(registered: {registered})")
+    kwargs: dict[str, Any] = {} if meta["num_classes"] is None else {"num_classes": meta["num_classes"]}
+    kwargs.update(overrides)
+    net = timm.create_model(architecture, **kwargs)
+    load_checkpoint(net, path)
+    return net

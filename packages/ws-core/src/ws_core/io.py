@@ -19,14 +19,31 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 __all__ = ["atomic_directory", "atomic_path", "atomic_write_bytes", "atomic_write_json", "atomic_write_text"]
+
+
+def _new_temporary(path: Path, suffix: str = ".tmp", folder: bool = False) -> Path:
+    """Create an empty, unique file (or ``folder``) next to ``path``, named ``.<name>.<random><suffix>``,
+    with the permissions ``open``/``mkdir`` give (0o666 / 0o777 less the umask) — ``tempfile.mkstemp``
+    and ``mkdtemp`` would give 0o600 / 0o700, which the renamed result would keep."""
+    for _ in range(100):
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}{suffix}")
+        try:
+            if folder:
+                os.mkdir(tmp, 0o777)
+            else:
+                os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return tmp
+    raise FileExistsError(f"no free temporary name next to {path}")
 
 
 @contextmanager
@@ -43,11 +60,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(name)
+    tmp = _new_temporary(path)
+    mode = tmp.stat().st_mode & 0o7777  # 0o666 less the umask
     try:
         yield tmp
+        os.chmod(tmp, mode)  # a writer that re-creates the file (safetensors: 0o600) gets the umask's mode back
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -99,12 +116,12 @@ def atomic_directory(path: str | os.PathLike, replace: bool = False) -> Iterator
         raise FileExistsError(f"{path} already exists; pass replace=True to replace it")
     created = [p for p in (path.parent, *path.parent.parents) if not p.exists()]
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    tmp = _new_temporary(path, folder=True)
     try:
         yield tmp
         old = None
         if path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+            old = _new_temporary(path, ".old", folder=True)
             os.replace(path, old / path.name)
         try:
             os.replace(tmp, path)
