@@ -78,18 +78,20 @@ def main() -> None:
     save_served_set(net, checkpoint, configs, [held_out[c] for c in configs], [stats[c] for c in configs])
     profile = deploy(None, checkpoint, net=net, max_batch=8, backend="auto", progress=print).profile
 
-    # 4. Calibrate on a server pinned to the most accurate SubNet, then replay one bursty trace per policy.
-    sample = (3, 28, 28)
+    # 4. Calibrate on a server pinned to the most accurate SubNet, then replay one bursty trace per policy;
+    #    the load generator speaks the Open Inference Protocol over gRPC (the cheaper client).
+    sample, transport = (3, 28, 28), "grpc"
     best = profile.num_subnets - 1
-    with ws_serve_process(Path(checkpoint), f"fixed:{profile.subnet_ids[best]}", log=out / "calibration.log") as url:
-        overhead = measure_overhead(url, model, sample, forward_ms=profile.latency(best, 1))
+    with ws_serve_process(Path(checkpoint), f"fixed:{profile.subnet_ids[best]}", log=out / "calibration.log",
+                          transport=transport) as address:
+        overhead = measure_overhead(address, model, sample, forward_ms=profile.latency(best, 1), transport=transport)
         _, slo_ms, estimate = choose_load(profile, "max", 1.0, overhead_ms=overhead)
-        capacity = measure_capacity(url, model, sample, slo_ms, start_qps=estimate)
+        capacity = measure_capacity(address, model, sample, slo_ms, start_qps=estimate, transport=transport)
     _, slo_ms, rate = choose_load(profile, "max", 0.7, overhead_ms=overhead, capacity_qps=capacity)
     trace = bursty_trace(0.25 * rate, 0.75 * rate, cv2=8.0, duration_s=20.0, seed=0)
     for policy in ("slackfit", f"fixed:{profile.subnet_ids[best]}", f"fixed:{profile.subnet_ids[0]}"):
         report = serve_and_replay(Path(checkpoint), policy, trace, slo_ms, log=out / "server.log", model=model,
-                                  sample_shape=sample, overhead_ms=overhead)
+                                  sample_shape=sample, overhead_ms=overhead, transport=transport)
         print(f"{policy}: SLO attainment {report.slo_attainment:.3f}, "
               f"served accuracy {100 * report.mean_accuracy:.2f}%")
 
