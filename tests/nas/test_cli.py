@@ -1,7 +1,16 @@
 from __future__ import annotations
 
 import json
+import re
+import runpy
+import sys
+from importlib.metadata import entry_points
+from pathlib import Path
 
+import pytest
+import yaml
+
+import ws_nas
 from ws_nas import Genotype
 from ws_nas.cli import main
 
@@ -32,9 +41,60 @@ def test_search_then_train(tmp_path, capsys):
     assert weights_path.is_file()
 
 
-def test_usage_and_unknown_command(capsys):
-    assert main([]) == 2
-    assert main(["--help"]) == 0
-    assert "ws-nas {search,train}" in capsys.readouterr().out
-    assert main(["evolve"]) == 2
-    assert "unknown command 'evolve'" in capsys.readouterr().err
+def _exit_code(argv, capsys) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    out = capsys.readouterr()
+    return exit_.value.code, out.out, out.err
+
+
+def test_front_lists_the_subcommands_and_rejects_unknown_ones(capsys):
+    code, out, _ = _exit_code(["--help"], capsys)
+    assert code == 0 and out.startswith("usage: ws-nas [-h] {search,train}")
+    assert "search" in out and "train" in out and "∇QDARTS" in out
+    code, _, err = _exit_code([], capsys)
+    assert code == 2 and "required: {search,train}" in err
+    code, _, err = _exit_code(["evolve"], capsys)
+    assert code == 2 and "invalid choice: 'evolve'" in err and "search" in err and "train" in err
+
+
+@pytest.mark.parametrize(("command", "option"), [("search", "--nas.complexity_weight"), ("train", "--report_path")])
+def test_subcommand_help_is_its_lightning_cli(command, option, capsys):
+    code, out, _ = _exit_code([command, "--help"], capsys)
+    assert code == 0 and out.startswith(f"usage: ws-nas {command}") and option in out
+    help_ = re.search(r"\n\s+--model CONFIG\s+(.*?)\n\s+--model\.", out, re.DOTALL)  # not the usage line
+    text = " ".join(help_.group(1).split())  # the help text wraps at the terminal width
+    assert text == "a YAML/JSON config of the --model.* arguments below (ws-nas has no named models)"
+
+
+def test_subcommand_gets_its_arguments_in_order(capsys):
+    code, out, _ = _exit_code(["search", "--model.C", "4", "--model.C", "6", "--data.image_size=8", "--print_config"],
+                              capsys)
+    config = yaml.safe_load(out)
+    assert code == 0 and config["model"]["C"] == 6 and config["data"]["image_size"] == 8
+    assert config["data"]["held_out_fraction"] == 0.5  # the search's default
+
+
+def test_python_m_and_console_script_print_the_same_help(monkeypatch, capsys):
+    (script,) = entry_points(group="console_scripts", name="ws-nas")
+    assert script.value == "ws_nas.cli:main" and script.load() is main
+    runs = {  # what each launcher puts in sys.argv[0], and what it runs
+        "python -m ws_nas": (str(Path(ws_nas.__file__).with_name("__main__.py")),
+                             lambda: runpy.run_module("ws_nas", run_name="__main__")),
+        "ws-nas": (str(Path(sys.executable).with_name("ws-nas")), script.load()),
+    }
+    for argv in (["--help"], ["train", "--help"]):
+        outputs = {}
+        for how, (argv0, run) in runs.items():
+            monkeypatch.setattr(sys, "argv", [argv0, *argv])
+            with pytest.raises(SystemExit) as exit_:
+                run()
+            assert exit_.value.code == 0, how
+            outputs[how] = capsys.readouterr().out
+        assert outputs["python -m ws_nas"] == outputs["ws-nas"] and outputs["ws-nas"].startswith("usage: ws-nas")
+
+
+def test_importing_dunder_main_runs_nothing(monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["ws-nas", "--help"])  # would exit if __main__ ran the command
+    monkeypatch.delitem(sys.modules, "ws_nas.__main__", raising=False)
+    assert runpy.run_module("ws_nas.__main__", run_name="ws_nas.__main__")["main"] is main

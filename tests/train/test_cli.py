@@ -1,20 +1,25 @@
-"""The ws-train CLI (LightningCLI): shorthands, a tiny in-process fit, a YAML config, --help."""
+"""The ws-train CLI (LightningCLI): shorthands, a tiny in-process fit, a YAML config, --help, predict."""
 
 from __future__ import annotations
 
 import csv
 import os
+import re
+import runpy
 import subprocess
 import sys
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
+import timm
 import torch
 import yaml
 
+import ws_train
 from ws_core.checkpoint import load_checkpoint
 from ws_train import DelayedEpsilonShrinking, ProgressiveShrinking, SandwichRule, SubNetValidation
-from ws_train.cli import SuperNetCLI, normalize_args
+from ws_train.cli import SuperNetCLI, main, normalize_args
 from ws_train.module import build_supernet
 
 TINY = ["--data.image_size", "8", "--data.batch_size", "8", "--data.train_size", "32",
@@ -33,6 +38,94 @@ def test_normalize_args_expands_shorthands_only():
     ]
     assert normalize_args(["fit", "--shrinking", "none", "--model.lr", "0.1"]) == [
         "fit", "--shrinking=null", "--model.lr", "0.1"]
+    assert normalize_args(["--model", "ws_train.SuperNetModule", "--model={lr: 0.1}"]) == [
+        "--model=ws_train.SuperNetModule", "--model={lr: 0.1}"]  # a class path and inline YAML: configs
+
+
+def test_bare_model_name_must_be_registered_unless_it_is_a_file(tmp_path, monkeypatch):
+    registered = ", ".join(timm.list_models("ws_*"))
+    with pytest.raises(ValueError, match=rf"unknown model 'ws_ofa_mbv3_999' \(registered: {registered}\)"):
+        normalize_args(["fit", "--model=ws_ofa_mbv3_999"])
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mymodel").write_text("lr: 0.1\n")
+    assert normalize_args(["fit", "--model", "mymodel"]) == ["fit", "--model=mymodel"]
+
+
+def test_unknown_model_is_a_parser_error_naming_the_registered_ones(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["fit", "--model", "ws_ofa_mbv3_999", "--trainer.max_steps", "1"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert f"unknown model 'ws_ofa_mbv3_999' (registered: {', '.join(timm.list_models('ws_*'))})" in err
+    assert "Unable to load config" not in err
+
+
+def test_fit_help_shows_the_model_name_shorthand(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["fit", "--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: ws-train [options] fit")
+    assert "--model CONFIG" not in out  # jsonargparse's generic "Path to a configuration file"
+    help_ = re.search(r"\n\s+--model NAME\|CONFIG\s+(.*?)\n\s+--model\.", out, re.DOTALL)
+    text = " ".join(help_.group(1).split())  # the help text wraps at the terminal width
+    assert text.startswith("a registered SuperNet, short for --model.supernet NAME")
+    assert all(name in text for name in timm.list_models("ws_*")) and "YAML/JSON config" in text
+
+
+def test_python_m_and_console_script_print_the_same_help(monkeypatch, capsys):
+    (script,) = entry_points(group="console_scripts", name="ws-train")
+    assert script.value == "ws_train.cli:main" and script.load() is main
+    runs = {  # what each launcher puts in sys.argv[0], and what it runs
+        "python -m ws_train": (str(Path(ws_train.__file__).with_name("__main__.py")),
+                               lambda: runpy.run_module("ws_train", run_name="__main__")),
+        "ws-train": (str(Path(sys.executable).with_name("ws-train")), script.load()),
+    }
+    outputs = {}
+    for how, (argv0, run) in runs.items():
+        monkeypatch.setattr(sys, "argv", [argv0, "--help"])
+        with pytest.raises(SystemExit) as exit_:
+            run()
+        assert exit_.value.code == 0, how
+        outputs[how] = capsys.readouterr().out
+    assert outputs["python -m ws_train"] == outputs["ws-train"]
+    assert outputs["ws-train"].startswith("usage: ws-train") and "{fit,validate,test,predict}" in outputs["ws-train"]
+
+
+def test_importing_dunder_main_runs_nothing(monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["ws-train", "--help"])  # would exit if __main__ ran the command
+    monkeypatch.delitem(sys.modules, "ws_train.__main__", raising=False)
+    module = runpy.run_module("ws_train.__main__", run_name="ws_train.__main__")
+    assert module["main"] is main
+
+
+def test_predict_gives_the_active_subnets_logits_on_the_held_out_split(kit):
+    module, data = kit.module(), kit.data(eval_batch_size=16)
+    net = module.supernet
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # a fresh SuperNet's logits are ~1e-10 (zero-initialised last BN): random weights
+        for p in net.parameters():
+            p.add_(0.1 * torch.randn(p.shape, generator=g))
+    cfg = net.space.min()
+    net.activate(cfg)
+    predictions = kit.trainer(limit_predict_batches=2).predict(module, data)
+    assert [p.shape for p in predictions] == [(16, 10), (16, 10)]
+    batches = iter(data.predict_dataloader())  # digits have no test split: the validation images, in order
+    (x, _), (x2, _) = next(batches), next(batches)
+    assert torch.equal(x, data.val_set.tensors[0][:16]) and torch.equal(x2, data.val_set.tensors[0][16:32])
+    assert net.active == cfg
+    net.eval()  # predict ran in eval mode (BN running statistics, no dropout)
+    with torch.no_grad():
+        torch.testing.assert_close(predictions[0], net(x))
+        torch.testing.assert_close(predictions[1], net(x2))
+        net.activate(net.space.max())
+        assert not torch.allclose(predictions[0], net(x), rtol=0.1)  # the min SubNet's, not the max net's
+
+
+def test_predict_subcommand_returns_exit_status_zero(tmp_path):
+    assert main(["predict", "--model", "ws_ofa_mbv3_035_32", "--data.image_size", "8", "--data.eval_batch_size",
+                 "8", "--trainer.limit_predict_batches", "2", "--trainer.accelerator", "cpu",
+                 "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(tmp_path)]) == 0
 
 
 def test_fit_with_shorthands_trains_validates_and_exports(tmp_path):

@@ -9,15 +9,30 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
+from functools import partial
 from importlib.metadata import entry_points
 
 from ws_serve.loadgen import TRANSPORTS
 
 from .pipeline import BACKENDS, DATASETS, PipelineConfig
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
 
 PACKAGES = ("core", "train", "nas", "fed", "serve", "sushi")
+COMMANDS = ("demo", *PACKAGES)
+
+
+def _registered_model(name: str) -> str:
+    """``--model``: a registered SuperNet (``timm.list_models("ws_*")``)."""
+    import timm
+
+    import ws_core  # noqa: F401  (registers the ws_* SuperNets in timm)
+
+    registered = timm.list_models("ws_*")
+    if name not in registered:
+        raise argparse.ArgumentTypeError(f"unknown model {name!r} (registered: {', '.join(registered)})")
+    return name
 
 
 def _demo_parser() -> argparse.ArgumentParser:
@@ -30,7 +45,8 @@ def _demo_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     g = p.add_argument_group("training")
-    g.add_argument("--model", default=d.model, help="a registered SuperNet: timm.list_models('ws_*')")
+    g.add_argument("--model", default=d.model, type=_registered_model,
+                   help="a registered SuperNet: timm.list_models('ws_*')")
     g.add_argument("--dataset", default=d.dataset, choices=DATASETS,
                    help="fashion_mnist: under --data-root (make data prepares it offline); digits: bundled; "
                         "cifar10: torchvision files under --data-root")
@@ -74,7 +90,7 @@ def _demo_parser() -> argparse.ArgumentParser:
     return p
 
 
-def demo(argv: list[str]) -> int:
+def demo(argv: Sequence[str]) -> int:
     from .pipeline import run_pipeline
 
     a = _demo_parser().parse_args(argv)
@@ -96,7 +112,7 @@ def demo(argv: list[str]) -> int:
     return 0
 
 
-def _forward(package: str, argv: list[str]) -> int:
+def _forward(package: str, argv: Sequence[str]) -> int:
     """Run the ``ws-<package>`` console script with ``argv``."""
     found = entry_points(group="console_scripts", name=f"ws-{package}")
     if not found:
@@ -111,22 +127,33 @@ def _forward(package: str, argv: list[str]) -> int:
         sys.argv = saved
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    usage = (f"usage: ws {{demo,{','.join(PACKAGES)}}} [ARGS...]\n\n"
-             "  demo        train -> search -> serve -> report (ws demo --help)\n"
-             + "".join(f"  {p:<11} the ws-{p} command (ws {p} --help)\n" for p in PACKAGES))
-    if not argv or argv[0] in ("-h", "--help"):
-        print(usage, end="")
-        return 0 if argv else 2
-    command, rest = argv[0], argv[1:]
-    if command == "demo":
-        return demo(rest)
-    if command in PACKAGES:
-        return _forward(command, rest)
-    print(f"{usage}\nws: unknown command {command!r}; allowed: {['demo', *PACKAGES]}", file=sys.stderr)
-    return 2
+def build_parser() -> argparse.ArgumentParser:
+    """The ``ws`` front: ``ws COMMAND [ARGS...]``; each command parses its own ARGS (``ws COMMAND --help``)."""
+    parser = argparse.ArgumentParser(
+        prog="ws", description="weightshare: train, search, serve and compile SubNets of one weight-shared SuperNet.",
+        epilog="Run 'ws COMMAND --help' for a command's options.")
+    sub = parser.add_subparsers(dest="command", metavar="{" + ",".join(COMMANDS) + "}")
+    # add_help=False: "--help" after the command is the command's own
+    sub.add_parser("demo", add_help=False, help="train -> search -> serve -> report (the main job)").set_defaults(
+        run=demo)
+    for package in PACKAGES:
+        sub.add_parser(package, add_help=False, help=f"the ws-{package} command").set_defaults(
+            run=partial(_forward, package))
+    return parser
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def main(argv: Sequence[str] | None = None) -> int:
+    """The ``ws`` command (also ``python -m weightshare``) on ``argv`` (``None``: ``sys.argv[1:]``); returns
+    the exit status: the command's, or 2 without a command or with an unknown one."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    if argv and not argv[0].startswith("-") and argv[0] not in COMMANDS:
+        parser.print_usage(sys.stderr)
+        print(f"ws: unknown command {argv[0]!r}; allowed: {list(COMMANDS)}", file=sys.stderr)
+        return 2
+    args, rest = parser.parse_known_args(argv)
+    if args.command is None:
+        parser.print_usage(sys.stderr)
+        print(f"ws: a command is required; allowed: {list(COMMANDS)}", file=sys.stderr)
+        return 2
+    return args.run(rest)

@@ -1,5 +1,4 @@
-"""``python -m ws_nas {search,train}``."""
-
 from .cli import main
 
-raise SystemExit(main())
+if __name__ == "__main__":
+    raise SystemExit(main())

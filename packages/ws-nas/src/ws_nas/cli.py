@@ -13,7 +13,8 @@ cell BitOps, MACs and model size in bits — optionally written to ``--report_pa
 
 Every LightningCLI option works (``--config``, ``--print_config``, ``--trainer.*``,
 ``--seed_everything``). Model shape arguments ``num_classes``, ``in_chans`` and ``input_size`` follow
-the data.
+the data. ``ws-nas`` is an argparse front (:func:`build_parser`) whose subcommands hand their
+arguments to their LightningCLI; ``python -m ws_nas`` is the same command.
 
 Example::
 
@@ -24,44 +25,57 @@ Example::
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
-from collections.abc import Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
-from lightning.pytorch.cli import LightningCLI
+from jsonargparse import Namespace
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from .callback import NablaQDARTS
 from .data import ImageClassificationData
 from .module import RetrainModule, SearchModule
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
 
-USAGE = """usage: ws-nas {search,train} [options]
-
-  search   ∇QDARTS / DARTS search: SearchModule + NablaQDARTS on train / held-out splits
-  train    retrain a genotype (--model.genotype path.json) and report accuracy, BitOps, model size
-
-Run 'ws-nas search --help' or 'ws-nas train --help' for the options."""
-
-
-def _link_data(parser) -> None:
-    for name in ("num_classes", "in_chans", "input_size"):
-        parser.link_arguments(f"data.{name}", f"model.{name}", apply_on="instantiate")
+PROG = "ws-nas"
+_DESCRIPTION = ("ws-nas: ∇QDARTS — differentiable search over operations and bit-widths in one weight-shared "
+                "DARTS cell SuperNet (plain DARTS as the baseline), then retraining of the searched genotype.")
+_SEARCH_HELP = "∇QDARTS / DARTS search: SearchModule + NablaQDARTS on train / held-out splits; prints the genotype"
+_TRAIN_HELP = "retrain a genotype (--model.genotype path.json); report accuracy, BitOps, model size"
 
 
-class SearchCLI(LightningCLI):
-    def add_arguments_to_parser(self, parser) -> None:
+class _NasCLI(LightningCLI):
+    """LightningCLI parsing the ``args`` the front hands over (``None``: ``sys.argv[1:]``) without
+    LightningCLI's warning about ``args`` next to a command line."""
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Sequence[str] | dict | Namespace | None) -> None:
+        if isinstance(args, (dict, Namespace)):
+            super().parse_arguments(parser, args)
+        else:
+            self.config = parser.parse_args(None if args is None else list(args))
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        # jsonargparse's generic "--model CONFIG  Path to a configuration file", made specific
+        parser._option_string_actions["--model"].help = ("a YAML/JSON config of the --model.* arguments below "
+                                                         "(ws-nas has no named models)")
+        for name in ("num_classes", "in_chans", "input_size"):
+            parser.link_arguments(f"data.{name}", f"model.{name}", apply_on="instantiate")
+
+
+class SearchCLI(_NasCLI):
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        super().add_arguments_to_parser(parser)
         parser.add_lightning_class_args(NablaQDARTS, "nas")
-        _link_data(parser)
         parser.set_defaults({"data.held_out_fraction": 0.5})
 
 
-class TrainCLI(LightningCLI):
-    def add_arguments_to_parser(self, parser) -> None:
-        _link_data(parser)
+class TrainCLI(_NasCLI):
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        super().add_arguments_to_parser(parser)
         parser.add_argument("--report_path", type=str | None, default=None, help="write the JSON report here")
         parser.add_argument("--weights_path", type=str | None, default=None,
                             help="save the trained weights here (safetensors, genotype in the metadata)")
@@ -69,21 +83,14 @@ class TrainCLI(LightningCLI):
                             help="export the trained network to QONNX here (needs ws-sushi)")
 
 
-@contextmanager
-def _argv(command: str, args: Sequence[str]):
-    """Run LightningCLI on ``args`` as if they were the command line (``prog`` = ``ws-nas <command>``)."""
-    saved = sys.argv
-    sys.argv = [f"ws-nas {command}", *args]
-    try:
-        yield
-    finally:
-        sys.argv = saved
+def _cli(cls: type[_NasCLI], model: type, command: str, summary: str, args: Sequence[str]) -> _NasCLI:
+    return cls(model, ImageClassificationData, args=list(args), run=False, seed_everything_default=0,
+               save_config_kwargs={"overwrite": True},
+               parser_kwargs={"prog": f"{PROG} {command}", "description": f"{PROG} {command}: {summary}"})
 
 
 def _search(args: Sequence[str]) -> int:
-    with _argv("search", args):
-        cli = SearchCLI(SearchModule, ImageClassificationData, run=False, seed_everything_default=0,
-                        save_config_kwargs={"overwrite": True})
+    cli = _cli(SearchCLI, SearchModule, "search", _SEARCH_HELP, args)
     cli.trainer.fit(cli.model, cli.datamodule)
     callback = next(c for c in cli.trainer.callbacks if isinstance(c, NablaQDARTS))
     print(callback.genotype.to_json(indent=1))
@@ -91,9 +98,7 @@ def _search(args: Sequence[str]) -> int:
 
 
 def _train(args: Sequence[str]) -> int:
-    with _argv("train", args):
-        cli = TrainCLI(RetrainModule, ImageClassificationData, run=False, seed_everything_default=0,
-                       save_config_kwargs={"overwrite": True})
+    cli = _cli(TrainCLI, RetrainModule, "train", _TRAIN_HELP, args)
     cli.trainer.fit(cli.model, cli.datamodule)
     results = cli.trainer.test(cli.model, cli.datamodule, verbose=False)
     report = {"test_acc": float(results[0]["test_acc"]), **cli.model.cost_report().to_dict(),
@@ -118,19 +123,25 @@ def _train(args: Sequence[str]) -> int:
     return 0
 
 
+def build_parser() -> argparse.ArgumentParser:
+    """The ``ws-nas`` front: ``ws-nas {search,train} [options]``; each subcommand's options are its
+    LightningCLI's (``ws-nas search --help``), handed over unparsed."""
+    parser = argparse.ArgumentParser(prog=PROG, description=_DESCRIPTION,
+                                     epilog=f"Run '{PROG} search --help' or '{PROG} train --help' for the options.")
+    sub = parser.add_subparsers(dest="command", metavar="{search,train}", required=True)
+    commands: dict[str, tuple[str, Callable[[Sequence[str]], int]]] = {
+        "search": (_SEARCH_HELP, _search), "train": (_TRAIN_HELP, _train)}
+    for name, (summary, run) in commands.items():
+        # add_help=False: "--help" after the subcommand is its LightningCLI's
+        sub.add_parser(name, help=summary, add_help=False).set_defaults(run=run)
+    return parser
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        print(USAGE)
-        return 0 if argv else 2
-    command, rest = argv[0], argv[1:]
-    if command == "search":
-        return _search(rest)
-    if command == "train":
-        return _train(rest)
-    print(f"ws-nas: unknown command {command!r}; choose 'search' or 'train'\n\n{USAGE}", file=sys.stderr)
-    return 2
+    """The ``ws-nas`` command (also ``python -m ws_nas``) on ``argv`` (``None``: ``sys.argv[1:]``).
 
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())
+    Returns 0 when the subcommand has run; ``--help`` and bad arguments exit through ``SystemExit``
+    (0 and 2), as argparse and LightningCLI do.
+    """
+    args, rest = build_parser().parse_known_args(sys.argv[1:] if argv is None else list(argv))
+    return args.run(rest)

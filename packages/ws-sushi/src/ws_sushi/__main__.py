@@ -1,7 +1,4 @@
-"""``python -m ws_sushi`` = ``ws-sushi`` (see :mod:`ws_sushi.cli`)."""
-
-import sys
-
 from .cli import main
 
-sys.exit(main())
+if __name__ == "__main__":
+    raise SystemExit(main())

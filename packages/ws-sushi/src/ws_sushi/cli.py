@@ -1,4 +1,4 @@
-"""``ws-sushi`` command line (also ``python -m ws_sushi``).
+"""``ws-sushi`` command line (also ``python -m ws_sushi``): :func:`build_parser` and :func:`main`.
 
 * ``ws-sushi simulate`` — serve a query stream (generated reference stream, a phases file, or a
   CSV/JSON trace) with SubNets of a SuperNet on a hardware profile, under SubGraph-Stationary
@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
 
 
 def _create_net(args: argparse.Namespace) -> Any:
@@ -26,6 +26,8 @@ def _create_net(args: argparse.Namespace) -> Any:
 
     import ws_core  # noqa: F401  (registers the ws_* SuperNets)
 
+    if not timm.is_model(args.model):
+        raise ValueError(f"unknown model {args.model!r} (registered: {', '.join(timm.list_models('ws_*'))})")
     try:
         net = timm.create_model(args.model, num_classes=args.num_classes)
     except RuntimeError as e:
@@ -274,7 +276,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"ws-sushi {args.command}: error: {msg}", file=sys.stderr)
         return 2
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

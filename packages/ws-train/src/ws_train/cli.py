@@ -16,16 +16,24 @@ and ``--shrinking.*`` its arguments, ``--validation.*`` the :class:`~ws_train.Su
 callback. Two shorthands are expanded before parsing: ``--model <registered SuperNet name>`` means
 ``--model.supernet <name>``, and the short data/policy names above map to their classes. After
 ``fit`` the trained SuperNet is written as a ws-core checkpoint (``--supernet_out``, default
-``<log dir>/supernet.safetensors``).
+``<log dir>/supernet.safetensors``). ``predict`` returns the logits of the active SubNet
+(the max net unless set otherwise) on the data module's held-out split.
+
+``python -m ws_train`` is the same command; :func:`main` returns its exit status.
 """
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import timm
+from jsonargparse import Namespace
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+import ws_core  # noqa: F401  (registers the ws_* SuperNets in timm)
 
 from .data import ClassificationDataModule
 from .module import SuperNetModule
@@ -33,6 +41,8 @@ from .policies import ShrinkingPolicy
 from .validation import SubNetValidation
 
 __all__ = ["DATA_ALIASES", "POLICY_ALIASES", "SuperNetCLI", "main", "normalize_args"]
+
+PROG = "ws-train"
 
 _DESCRIPTION = (
     "ws-train: once-for-all SuperNet training on Lightning — Delayed ε-Shrinking (default), "
@@ -56,16 +66,30 @@ POLICY_ALIASES = {
 }
 
 
-def _is_supernet_name(value: str) -> bool:
-    import timm
+def _registered_supernets() -> list[str]:
+    return timm.list_models("ws_*")
 
-    import ws_core  # noqa: F401  (registers the ws_* models)
 
-    return timm.is_model(value)
+# a bare name (no dot, slash, brace, colon, space) that is no file: meant as a model name, not as a config
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]*")
+
+
+def _model_arg(value: str) -> str:
+    """``--model VALUE`` → ``--model.supernet=NAME`` for a registered model, else a config for LightningCLI."""
+    if timm.is_model(value):
+        return f"--model.supernet={value}"
+    if _NAME.fullmatch(value) and not Path(value).exists():
+        raise ValueError(f"--model: unknown model {value!r} (registered: {', '.join(_registered_supernets())}); "
+                         "--model also takes a YAML/JSON config of the --model.* arguments")
+    return f"--model={value}"
 
 
 def normalize_args(args: Sequence[str]) -> list[str]:
     """Expand the shorthands ``--model <name>``, ``--data <alias>`` and ``--shrinking <alias>``.
+
+    ``--model`` with a bare name (no dot, slash or brace; not a file) must be a registered model
+    (``timm.list_models("ws_*")``): an unknown one raises :class:`ValueError` naming the registered
+    ones. Any other ``--model`` value (a config file, inline YAML) is left to LightningCLI.
 
     Example::
 
@@ -85,8 +109,8 @@ def normalize_args(args: Sequence[str]) -> list[str]:
                     break
                 value = items[i + 1]
                 i += 1
-            if key == "--model" and _is_supernet_name(value):
-                out.append(f"--model.supernet={value}")
+            if key == "--model":
+                out.append(_model_arg(value))
             elif key == "--data" and value.lower() in DATA_ALIASES:
                 out.append(f"--data={DATA_ALIASES[value.lower()]}")
             elif key == "--shrinking" and value.lower() in POLICY_ALIASES:
@@ -101,23 +125,42 @@ def normalize_args(args: Sequence[str]) -> list[str]:
 
 class SuperNetCLI(LightningCLI):
     """LightningCLI over :class:`SuperNetModule`, any :class:`ClassificationDataModule`, one shrinking
-    policy (default :class:`~ws_train.DelayedEpsilonShrinking`) and :class:`SubNetValidation`."""
+    policy (default :class:`~ws_train.DelayedEpsilonShrinking`) and :class:`SubNetValidation`.
 
-    def __init__(self, args: Sequence[str] | None = None, run: bool = True, **kwargs) -> None:
+    ``args`` are parsed after :func:`normalize_args` (``None``: ``sys.argv[1:]``); an unknown
+    ``--model`` name is a parser error (usage and message on stderr, ``SystemExit(2)``).
+    """
+
+    def __init__(self, args: Sequence[str] | dict | None = None, run: bool = True, **kwargs) -> None:
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         kwargs.setdefault("seed_everything_default", 0)
-        kwargs.setdefault("parser_kwargs", {"description": _DESCRIPTION})
+        kwargs["parser_kwargs"] = {"prog": PROG, "description": _DESCRIPTION, **(kwargs.get("parser_kwargs") or {})}
         super().__init__(
             SuperNetModule,
             ClassificationDataModule,
             subclass_mode_data=True,
             auto_configure_optimizers=False,
-            args=None if args is None else normalize_args(args),
+            args=args,
             run=run,
             **kwargs,
         )
 
+    def parse_arguments(self, parser: LightningArgumentParser, args: Sequence[str] | dict | Namespace | None) -> None:
+        """Parse ``args`` (``None``: ``sys.argv[1:]``) after expanding the shorthands (:func:`normalize_args`)."""
+        if isinstance(args, (dict, Namespace)):
+            super().parse_arguments(parser, args)
+            return
+        try:
+            expanded = normalize_args(sys.argv[1:] if args is None else args)
+        except ValueError as e:
+            parser.error(str(e))
+        self.config = parser.parse_args(expanded)
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        model = parser._option_string_actions["--model"]  # jsonargparse's "--model CONFIG" of the model group
+        model.metavar = "NAME|CONFIG"
+        model.help = (f"a registered SuperNet, short for --model.supernet NAME (timm.list_models('ws_*'): "
+                      f"{', '.join(_registered_supernets())}), or a YAML/JSON config of the --model.* arguments")
         parser.add_lightning_class_args(ShrinkingPolicy, "shrinking", subclass_mode=True, required=False)
         parser.add_lightning_class_args(SubNetValidation, "validation")
         parser.set_defaults({
@@ -145,12 +188,11 @@ class SuperNetCLI(LightningCLI):
         print(f"ws-train: SuperNet written to {path}")
 
 
-def main(args: Sequence[str] | None = None) -> None:
-    """Console entry point ``ws-train`` (shorthands expanded in ``sys.argv`` when ``args`` is ``None``)."""
-    if args is None:
-        sys.argv[1:] = normalize_args(sys.argv[1:])
-    SuperNetCLI(args=args)
+def main(argv: Sequence[str] | None = None) -> int:
+    """The ``ws-train`` command (also ``python -m ws_train``) on ``argv`` (``None``: ``sys.argv[1:]``).
 
-
-if __name__ == "__main__":  # pragma: no cover
-    main()
+    Returns 0 when the subcommand has run; ``--help`` and bad arguments exit through ``SystemExit``
+    as LightningCLI does (0 and 2).
+    """
+    SuperNetCLI(args=None if argv is None else list(argv))
+    return 0

@@ -1,6 +1,7 @@
 """Data modules: scikit-learn digits (bundled, offline), CIFAR-10/100 (torchvision), ImageFolder (your data).
 
 All share :class:`ClassificationDataModule`: ``num_classes`` (linked to the model by the CLI),
+validation, test and predict loaders (test and predict: the test split, else the validation split),
 seeded, resumable shuffling (a :class:`~torch.utils.data.DistributedSampler` over the Trainer's world
 size, whose order is a function of ``(seed, epoch)``), and :meth:`~ClassificationDataModule.calibration_dataloader`,
 the training images in a fixed order for BN recalibration (OFA: 2000 training images).
@@ -119,6 +120,10 @@ class ClassificationDataModule(L.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         ds = self.test_set if self.test_set is not None else self._require("val_set")
         return self._loader(ds, shuffle=False, batch_size=self.eval_batch_size)
+
+    def predict_dataloader(self) -> DataLoader:
+        """The held-out images of :meth:`test_dataloader` (the test split, else the validation split), in order."""
+        return self.test_dataloader()
 
     def calibration_dataloader(self) -> DataLoader:
         """Training images (evaluation transforms where the module has them) in a fixed shuffled order."""

@@ -374,6 +374,12 @@ class SuperNetModule(L.LightningModule):
         self.log("test/loss", loss, sync_dist=True)
         return loss
 
+    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
+        """Logits of the active SubNet (``module.supernet.activate(cfg)`` before ``trainer.predict``; the
+        max net after ``fit``) for a batch ``(images, labels)`` or ``images``, resized to its resolution."""
+        x = batch[0] if isinstance(batch, (list, tuple)) else batch
+        return self.supernet(self._resize(x, self.supernet.active))
+
     # Export ----------------------------------------------------------------------------------------
     def save_supernet(self, path: str, extra: Mapping[str, Any] | None = None) -> Any:
         """Write the SuperNet as a ws-core checkpoint (safetensors + JSON, atomic); returns the path."""
