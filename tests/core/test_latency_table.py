@@ -4,6 +4,7 @@ import itertools
 
 import pytest
 import timm
+import torch
 
 from ws_core.latency import BlockLatencyTable, device_key, subnet_blocks
 
@@ -65,3 +66,17 @@ def test_tables_of_several_devices_share_one_file(net, tmp_path):
     path.write_text("[1, 2]")
     with pytest.raises(ValueError, match="not a latency-table file"):
         BlockLatencyTable.load(path, "cpu:test-a")
+
+
+def test_a_search_uses_the_table_for_subnets_nobody_profiled(net):
+    from ws_core.cost import CostModel
+    from ws_core.search import evolutionary_search
+
+    table = BlockLatencyTable(device_key("cpu"))
+    cost = table.as_cost(net, warmup=0, repeats=1, rounds=1, timer=_ticks())
+    macs = CostModel(net).macs
+    limit = cost(net.space.min()) + 3.0  # on the fake clock: at most 3 blocks more than the min SubNet
+    result = evolutionary_search(net.space, lambda c: float(macs(c)), cost, limit, population_size=4,
+                                 generations=2, generator=torch.Generator().manual_seed(0))
+    assert cost(result.best) <= limit and result.best_cost <= limit
+    assert len(table) > len({b.key for b in subnet_blocks(net, net.space.min())})  # it measured as it went

@@ -117,6 +117,16 @@ class BlockLatencyTable:
     entries: dict[str, dict[str, float]] = field(default_factory=dict)
     kinds: dict[str, str] = field(default_factory=dict)
     shapes: dict[str, list[int]] = field(default_factory=dict)
+    _block_keys: dict[tuple[int, str, Any], list[tuple[str, str, tuple[int, ...]]]] = field(
+        default_factory=dict, repr=False, compare=False)  # (net, SubNet id, input size) -> its blocks
+
+    def _blocks(self, net: SuperNet, config: Any, input_size: Any) -> list[tuple[str, str, tuple[int, ...]]]:
+        cfg = net.space.validate(config)
+        cache_key = (id(net), cfg.id, input_size if not isinstance(input_size, list) else tuple(input_size))
+        if cache_key not in self._block_keys:
+            self._block_keys[cache_key] = [(b.key, b.kind, b.input_shape)
+                                           for b in subnet_blocks(net, cfg, input_size)]
+        return self._block_keys[cache_key]
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -170,14 +180,34 @@ class BlockLatencyTable:
     def predict(self, net: SuperNet, config: Mapping[str, Any] | SubNetConfig, batch_size: int = 1,
                 input_size: Sequence[int] | int | None = None) -> float:
         """Predicted latency (ms) of SubNet ``config`` at ``batch_size``: the sum of its blocks' entries."""
-        blocks = subnet_blocks(net, config, input_size)
-        missing = [f"{b.kind}{list(b.input_shape)}" for b in blocks
-                   if str(batch_size) not in self.entries.get(b.key, {})]
+        blocks = self._blocks(net, config, input_size)
+        missing = [f"{kind}{list(shape)}" for key, kind, shape in blocks
+                   if str(batch_size) not in self.entries.get(key, {})]
         if missing:
             raise KeyError(f"{len(missing)} block(s) of this SubNet were never measured at batch {batch_size} on "
                            f"{self.device}: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}; "
                            f"call measure() first")
-        return sum(self.entries[b.key][str(batch_size)] for b in blocks)
+        return sum(self.entries[key][str(batch_size)] for key, _, _ in blocks)
+
+    def as_cost(self, net: SuperNet, batch_size: int = 1, *, device: torch.device | str = "cpu",
+                input_size: Sequence[int] | int | None = None, **measure_kwargs: Any) -> Callable[[Any], float]:
+        """A ``cost(config) -> ms`` for :func:`ws_core.search.evolutionary_search` / ``pareto_search``: the
+        predicted latency, timing (:meth:`measure`, with ``measure_kwargs``) the blocks of a SubNet the table
+        lacks the first time one is asked for — a latency for SubNets nobody profiled.
+
+        Example::
+
+            >>> table = BlockLatencyTable(device_key("cpu"))                       # doctest: +SKIP
+            >>> evolutionary_search(net.space, accuracy, table.as_cost(net), constraint=5.0)
+        """
+        def cost(config: Any) -> float:
+            try:
+                return self.predict(net, config, batch_size, input_size)
+            except KeyError:
+                self.measure(net, [config], (batch_size,), device=device, input_size=input_size, **measure_kwargs)
+                return self.predict(net, config, batch_size, input_size)
+
+        return cost
 
     # Files ----------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
