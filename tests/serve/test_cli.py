@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import json
 import os
 import re
@@ -16,8 +18,8 @@ import torch
 from safetensors.torch import save_file
 
 from ws_core.checkpoint import save_checkpoint
-from ws_serve.cli import main
-from ws_serve.profile import Profile, ServedSet
+from ws_serve.cli import build_parser, main, serving_banner
+from ws_serve.profile import PROXY_ACCURACY, Profile, ServedSet
 from ws_serve.traces import Trace, synthetic_maf_invocations, write_maf_invocations
 
 
@@ -89,12 +91,13 @@ def _wait_for(path, pattern, proc, timeout=240.0):
 
 
 def test_end_to_end_server_process(tmp_path):
-    """Start ``ws-serve run`` as a real process on a free loopback port, infer, scrape, shut down."""
+    """Start ``python -m ws_serve run`` as a real process on a free loopback port, infer, scrape, shut down."""
     torch.manual_seed(0)
     ckpt = save_checkpoint(timm.create_model("ws_ofa_mbv3_035_32", num_classes=10), tmp_path / "net.safetensors")
     log = tmp_path / "server.log"
     ready = tmp_path / "ready.json"
-    cmd = [sys.executable, "-m", "ws_serve.cli", "run", "--checkpoint", str(ckpt), "--port", "0",
+    name = "tiny-net"
+    cmd = [sys.executable, "-m", "ws_serve", "run", "--checkpoint", str(ckpt), "--port", "0", "--name", name,
            "--subnets", "3", "--max-batch", "2", "--profile-repeats", "1", "--workers", "2", "--slo-ms", "5000",
            "--grpc-port", "0", "--ready-file", str(ready)]
     env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", PYTHONUNBUFFERED="1")
@@ -104,13 +107,20 @@ def test_end_to_end_server_process(tmp_path):
         _wait_for(ready, r"\}", proc)
         where = json.loads(ready.read_text())
         assert where["pid"] == proc.pid and re.fullmatch(r"127\.0\.0\.1:\d+", where["grpc"])
-        assert f"at {where['http']} and gRPC {where['grpc']} with 2 worker" in log.read_text()
+        lines = log.read_text().splitlines()
+        banner = next(i for i, line in enumerate(lines) if line.startswith("ws-serve: serving"))
+        assert f"serving {name} at {where['http']} and gRPC {where['grpc']} with 2 worker" in lines[banner]
+        # start-up is not silent: progress lines while profiling, before the banner
+        assert any(line.startswith("ws-serve: profiling SubNet 1/3") for line in lines[:banner]), lines
+        # an untrained SuperNet: its accuracies are the MACs proxy, and the banner says so
+        assert lines[banner].count("(MACs proxy, not measured)") == 3
         base = where["http"]
         with httpx.Client(base_url=base, timeout=60) as http:
             deadline = time.monotonic() + 60
             while http.get("/v2/health/ready").status_code != 200 and time.monotonic() < deadline:
                 time.sleep(0.1)
-            meta = http.get("/v2/models/ws_ofa_mbv3_035_32").json()
+            assert http.get("/v2/models/ws_ofa_mbv3_035_32").status_code == 404  # published as --name
+            meta = http.get(f"/v2/models/{name}").json()
             assert meta["inputs"][0]["shape"] == [-1, 3, 32, 32]
             with open(f"{ckpt}.served.json") as f:
                 served = json.load(f)
@@ -119,13 +129,13 @@ def test_end_to_end_server_process(tmp_path):
             body = {"id": "e2e", "inputs": [{"name": "input", "shape": [2, 3, 32, 32], "datatype": "FP32",
                                              "data": x.ravel().tolist()}], "parameters": {"slo_ms": 4000}}
             for _ in range(3):
-                r = http.post("/v2/models/ws_ofa_mbv3_035_32/infer", json=body)
+                r = http.post(f"/v2/models/{name}/infer", json=body)
                 assert r.status_code == 200, r.text
                 out = r.json()
                 assert out["id"] == "e2e" and out["outputs"][0]["shape"] == [2, 10]
                 assert out["parameters"]["subnet_id"] in ids
                 assert np.isfinite(out["outputs"][0]["data"]).all()
-            bad = http.post("/v2/models/ws_ofa_mbv3_035_32/infer", content=b"[")
+            bad = http.post(f"/v2/models/{name}/infer", content=b"[")
             assert bad.status_code == 400
             metrics = http.get("/metrics").text
             assert 'ws_serve_requests_total{outcome="ok"} 3.0' in metrics
@@ -134,7 +144,7 @@ def test_end_to_end_server_process(tmp_path):
         client = grpcclient.InferenceServerClient(where["grpc"])
         inp = grpcclient.InferInput("input", [2, 3, 32, 32], "FP32")
         inp.set_data_from_numpy(x)
-        result = client.infer("ws_ofa_mbv3_035_32", [inp], parameters={"slo_ms": 4000})
+        result = client.infer(name, [inp], parameters={"slo_ms": 4000})
         assert result.as_numpy("logits").shape == (2, 10)
         assert result.get_response().parameters["subnet_id"].string_param in ids
         client.close()
@@ -153,3 +163,95 @@ def test_run_checks_the_grpc_port(capsys):
     with pytest.raises(SystemExit):
         main(["run", "--model", "ws_ofa_mbv3_035_32", "--grpc-port", "70000"])
     assert "--grpc-port must be in [0, 65535] (0: any free port), got 70000" in capsys.readouterr().err
+
+
+@pytest.fixture
+def no_work(monkeypatch):
+    """Make loading a deployment fail the test: the checks must answer before any work."""
+    def deploy(*args, **kwargs):
+        raise AssertionError("the command loaded the model before checking its dependencies and device")
+
+    monkeypatch.setattr(importlib.import_module("ws_serve.deploy"), "deploy", deploy)
+
+
+def _without(monkeypatch, *modules):
+    """Pretend ``modules`` are not installed (importlib.util.find_spec answers None for them)."""
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in modules else find_spec(name, *a))
+
+
+def _refused(capsys, argv):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("ws-serve: "), err  # one line
+    return err.strip()
+
+
+RUN = ["run", "--model", "ws_ofa_mbv3_035_32"]
+
+
+def test_missing_optional_dependencies_are_named_with_their_install_hint(monkeypatch, capsys, no_work):
+    _without(monkeypatch, "ray", "grpc", "torch_tensorrt", "onnxruntime")
+    assert _refused(capsys, [*RUN, "--ray"]) == "ws-serve: --ray needs Ray: pip install 'ws-serve[ray]'"
+    assert _refused(capsys, [*RUN, "--grpc-port", "0"]) == (
+        "ws-serve: --grpc-port needs grpcio and tritonclient[grpc]: pip install 'ws-serve[grpc]'")
+    assert _refused(capsys, [*RUN, "--backend", "tensorrt", "--device", "cpu"]) == (
+        "ws-serve: --backend tensorrt needs Torch-TensorRT: pip install 'ws-serve[tensorrt]'")
+    assert "--backend onnxruntime needs onnxruntime and onnx: pip install onnxruntime" in _refused(
+        capsys, [*RUN, "--backend", "onnxruntime"])
+
+
+def test_the_extras_named_in_hints_exist():
+    from importlib.metadata import metadata
+
+    assert {"ray", "grpc", "tensorrt"} <= set(metadata("ws-serve").get_all("Provides-Extra"))
+
+
+def test_devices_are_checked_before_any_work(monkeypatch, capsys, no_work):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    err = _refused(capsys, [*RUN, "--device", "cuda"])
+    assert err.startswith("ws-serve: --device cuda: no usable CUDA GPU (") and err.endswith("; available: cpu")
+    assert "no usable CUDA GPU" in _refused(capsys, ["profile", "--model", "ws_ofa_mbv3_035_32", "--device", "cuda"])
+    assert _refused(capsys, [*RUN, "--device", "gpu"]) == (
+        "ws-serve: --device must be cpu, cuda, cuda:<index> or mps, got 'gpu'")
+    assert _refused(capsys, [*RUN, "--backend", "cudagraphs"]) == (
+        "ws-serve: --backend cudagraphs runs on CUDA GPUs; --device is cpu (use --device cuda)")
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # one GPU
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert _refused(capsys, [*RUN, "--device", "cuda:1"]) == (
+        "ws-serve: --device cuda:1: there is no such GPU; available: cpu, cuda:0")
+    assert _refused(capsys, [*RUN, "--device", "cuda", "--workers", "2"]) == (
+        "ws-serve: --device cuda --workers 2 needs 2 GPUs (one per worker, cuda:0..), 1 available: cpu, cuda:0")
+    assert _refused(capsys, [*RUN, "--device", "cuda", "--backend", "onnxruntime"]).startswith(
+        "ws-serve: --backend onnxruntime runs on the CPU; --device is cuda")
+
+
+def test_run_checks_the_model_name(capsys):
+    with pytest.raises(SystemExit) as info:
+        main([*RUN, "--name", "my model"])
+    assert info.value.code == 2
+    assert ("--name: a model name must be 1 to 128 characters from A-Z a-z 0-9 _ . -, starting with a letter or "
+            "digit, and not 'stats'; got 'my model'") in capsys.readouterr().err
+    assert build_parser().parse_args([*RUN, "--name", "classifier-1.2"]).name == "classifier-1.2"
+    assert build_parser().parse_args(RUN).name is None  # default: the SuperNet's name
+
+
+def test_python_dash_m_ws_serve_is_the_command():
+    out = subprocess.run([sys.executable, "-m", "ws_serve", "run", "--help"], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0 and "usage: ws-serve run" in out.stdout and "--name" in out.stdout
+
+
+def test_the_banner_labels_proxy_accuracies(deployment):
+    from types import SimpleNamespace
+
+    assert deployment.served.accuracy_source == PROXY_ACCURACY
+    line = serving_banner(deployment, "http://127.0.0.1:8000", None, 1, "slackfit", 100)
+    assert line.startswith(f"serving {deployment.model.name} at http://127.0.0.1:8000 with 1 worker(s)")
+    for s in deployment.served:
+        assert f"{s.id}: acc {s.accuracy:.3g} (MACs proxy, not measured)" in line
+    measured = ServedSet(deployment.served.subnets, "measured accuracy")
+    line = serving_banner(SimpleNamespace(served=measured, model=deployment.model), "http://h:1", "h:2", 2, "p", 50)
+    assert "proxy" not in line and "and gRPC h:2 with 2 worker(s)" in line
+    assert f"acc {measured.subnets[0].accuracy:.3g} (measured accuracy)" in line

@@ -1,11 +1,15 @@
 """``ws-serve`` command line: ``run``, ``profile``, ``simulate``, ``replay`` and ``trace``.
 
     ws-serve run --model ws_ofa_mbv3_035_32 --port 8000 --policy slackfit --workers 1
-    ws-serve run --checkpoint supernet.safetensors --host 0.0.0.0 --port 8000
+    ws-serve run --checkpoint supernet.safetensors --host 0.0.0.0 --port 8000 --name classifier
     ws-serve profile --checkpoint supernet.safetensors --max-batch 16 --out profile.json
     ws-serve simulate --paper-profile --trace bursty --cv2 8 --workers 8 --slo-ms 36
     ws-serve trace bursty --cv2 4 --duration 60 --out bursty.csv
     ws-serve replay --url http://127.0.0.1:8000 --model ws_ofa_mbv3_035_32 --trace bursty.csv --slo-ms 100
+
+``python -m ws_serve ...`` is the same command. Optional dependencies (``--ray``, ``--grpc-port``, the
+``--backend`` runtimes) and the ``--device`` are checked before anything is loaded or profiled: a missing
+one ends the command at once with one line saying what is needed (and how to install it), exit status 2.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.util
 import json
 import signal
 import socket
@@ -20,7 +25,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main", "serving_banner"]
 
 
 def _positive(kind):
@@ -46,6 +51,19 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed for the default served set and an uncheckpointed model")
 
 
+def _model_name(text: str) -> str:
+    from .server import check_model_name
+
+    try:
+        return check_model_name(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _say(line: str) -> None:
+    print(f"ws-serve: {line}", flush=True)
+
+
 def _deploy(args: argparse.Namespace, profile: str | None = None):
     from .deploy import deploy
 
@@ -55,8 +73,94 @@ def _deploy(args: argparse.Namespace, profile: str | None = None):
     return deploy(args.model, args.checkpoint, num_classes=args.num_classes, served=args.served,
                   subnets=args.subnets, max_batch=args.max_batch, device=args.device, profile=profile,
                   profile_repeats=args.profile_repeats, profile_rounds=args.profile_rounds, seed=args.seed,
-                  backend=None if backend == "eager" else backend,
-                  progress=lambda line: print(f"ws-serve: {line}", flush=True))
+                  backend=None if backend == "eager" else backend, progress=_say, name=getattr(args, "name", None))
+
+
+# checks before any work -----------------------------------------------------------------------------
+_EXTRAS = {  # option -> (modules it imports, what it needs, pip install argument)
+    "--ray": (("ray",), "Ray", "'ws-serve[ray]'"),
+    "--grpc-port": (("grpc", "google.protobuf", "tritonclient.grpc"), "grpcio and tritonclient[grpc]",
+                    "'ws-serve[grpc]'"),
+    "--backend tensorrt": (("torch_tensorrt",), "Torch-TensorRT", "'ws-serve[tensorrt]'"),
+    "--backend onnxruntime": (("onnxruntime", "onnx"), "onnxruntime and onnx", "onnxruntime 'onnx<1.23'"),
+}
+_CUDA_BACKENDS = ("cudagraphs", "tensorrt")
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a parent package that is missing or broken
+        return False
+
+
+def _missing_dependency(option: str) -> str | None:
+    modules, what, install = _EXTRAS[option]
+    if all(_installed(m) for m in modules):
+        return None
+    return f"{option} needs {what}: pip install {install}"
+
+
+def _available_devices() -> list[str]:
+    import torch
+
+    found = ["cpu"]
+    if torch.cuda.is_available():
+        found += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        found.append("mps")
+    return found
+
+
+def _device_problem(device: str, gpus: int = 1) -> str | None:
+    """Why ``--device`` cannot be used here (on CUDA: with ``gpus`` GPUs, one per worker), or ``None``."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        return f"--device must be cpu, cuda, cuda:<index> or mps, got {device!r}"
+    available = _available_devices()
+    if dev.type == "cpu":
+        return None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            why = (f"this torch ({torch.__version__}) is built without CUDA" if torch.version.cuda is None
+                   else "no NVIDIA GPU or driver is visible")
+            return f"--device {device}: no usable CUDA GPU ({why}); available: {', '.join(available)}"
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            return f"--device {device}: there is no such GPU; available: {', '.join(available)}"
+        if gpus > count:
+            return (f"--device {device} --workers {gpus} needs {gpus} GPUs (one per worker, cuda:0..), "
+                    f"{count} available: {', '.join(available)}")
+        return None
+    if device in available:
+        return None
+    return f"--device {device} is not available here; available: {', '.join(available)}"
+
+
+def _preflight(args: argparse.Namespace) -> str | None:
+    """The first reason ``run`` / ``profile`` cannot start on this machine, or ``None``: checked before
+    loading, profiling or binding anything, so a missing dependency costs no waiting."""
+    if getattr(args, "ray", False) and (problem := _missing_dependency("--ray")):
+        return problem
+    if getattr(args, "grpc_port", None) is not None and (problem := _missing_dependency("--grpc-port")):
+        return problem
+    backend = getattr(args, "backend", None)
+    if f"--backend {backend}" in _EXTRAS and (problem := _missing_dependency(f"--backend {backend}")):
+        return problem
+    # local workers take one GPU each (cuda:0..N-1); Ray places its actors on the cluster's GPUs itself
+    problem = _device_problem(args.device, 1 if getattr(args, "ray", False) else getattr(args, "workers", 1))
+    if problem:
+        return problem
+    on_cuda = args.device.startswith("cuda")
+    if backend in _CUDA_BACKENDS and not on_cuda:
+        return f"--backend {backend} runs on CUDA GPUs; --device is {args.device} (use --device cuda)"
+    if backend == "onnxruntime" and args.device != "cpu":
+        return f"--backend onnxruntime runs on the CPU; --device is {args.device} (use --backend auto or eager there)"
+    return None
 
 
 # run ------------------------------------------------------------------------------------------------
@@ -116,10 +220,8 @@ def _serve(args: argparse.Namespace) -> None:
     async def endpoints():  # entered in the server's event loop once the router (and gRPC) run
         async with contextlib.AsyncExitStack() as stack:
             grpc_port = None if grpc_endpoint is None else grpc_endpoint.port
-            served = ", ".join(f"{s.id} (acc {s.accuracy:.4g})" for s in dep.served)
-            grpc = "" if grpc_port is None else f" and gRPC {host}:{grpc_port}"
-            print(f"ws-serve: serving {dep.model.name} at http://{host}:{port}{grpc} with {len(workers)} worker(s), "
-                  f"policy {router.policy.describe()}, default SLO {args.slo_ms:g} ms; SubNets: {served}", flush=True)
+            _say(serving_banner(dep, f"http://{host}:{port}", None if grpc_port is None else f"{host}:{grpc_port}",
+                                len(workers), router.policy.describe(), args.slo_ms))
             if args.ready_file:
                 from .launch import write_ready_file
 
@@ -131,6 +233,18 @@ def _serve(args: argparse.Namespace) -> None:
     server = uvicorn.Server(uvicorn.Config(app, log_level=args.log_level, access_log=False, lifespan="on",
                                            ws="none", timeout_graceful_shutdown=args.graceful_timeout))
     server.run(sockets=[sock])
+
+
+def serving_banner(dep: Any, http: str, grpc: str | None, workers: int, policy: str, slo_ms: float) -> str:
+    """The start-up line: where the model is served, how, and its SubNets with their accuracies, each
+    labelled with where it comes from (``MACs proxy, not measured`` for an untrained SuperNet's)."""
+    from .server import accuracy_label
+
+    label = accuracy_label(dep.served.accuracy_source)
+    served = ", ".join(f"{s.id}: acc {s.accuracy:.3g} ({label})" for s in dep.served)
+    where = http if grpc is None else f"{http} and gRPC {grpc}"
+    return (f"serving {dep.model.name} at {where} with {workers} worker(s), policy {policy}, default SLO "
+            f"{slo_ms:g} ms; SubNets: {served}")
 
 
 def _raise_keyboard_interrupt(signum, frame):
@@ -277,7 +391,8 @@ def _trace(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The ``ws-serve`` argument parser (``run``, ``profile``, ``simulate``, ``replay``, ``trace``)."""
     parser = argparse.ArgumentParser(prog="ws-serve", description="SuperServe for weight-shared SuperNets")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -286,7 +401,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
     run.add_argument("--port", type=int, default=8000, help="port (0: any free port, printed at start)")
     run.add_argument("--grpc-port", type=int, help="also serve the protocol over gRPC on this port of --host "
-                     "(0: any free port; default: HTTP only)")
+                     "(0: any free port; default: HTTP only; ws-serve[grpc])")
+    run.add_argument("--name", type=_model_name, help="the name clients use for the model (A-Z a-z 0-9 _ . -; "
+                     "default: the SuperNet's architecture, e.g. ws_ofa_mbv3_035_32)")
     run.add_argument("--ready-file", help="once listening, write JSON {http, grpc, pid} here (atomically)")
     run.add_argument("--policy", default="slackfit",
                      help="slackfit (queue-aware), slackfit-paper, maxbatch, maxacc, mincost or fixed:<subnet>")
@@ -334,7 +451,12 @@ def main(argv: list[str] | None = None) -> int:
     tr.add_argument("--out", required=True, help="output .csv or .json")
     _add_trace_args(tr, source=False)
     tr.add_argument("--seed", type=int, default=0)
+    return parser
 
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``ws-serve`` with ``argv`` (default: the process's arguments); returns the exit status."""
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "replay" and args.trace is None:
         parser.error("replay: --trace is required")
@@ -343,13 +465,13 @@ def main(argv: list[str] | None = None) -> int:
 
         if args.policy.partition(":")[0] not in POLICIES:
             parser.error(f"run: --policy must be one of {sorted(POLICIES)} (or fixed:<subnet>), got {args.policy!r}")
-        if args.grpc_port is not None:
-            import importlib.util
-
-            if not 0 <= args.grpc_port <= 65535:
-                parser.error(f"run: --grpc-port must be in [0, 65535] (0: any free port), got {args.grpc_port}")
-            if importlib.util.find_spec("grpc") is None or importlib.util.find_spec("tritonclient") is None:
-                parser.error("run: --grpc-port needs grpcio and tritonclient[grpc]: pip install 'ws-serve[grpc]'")
+        if args.grpc_port is not None and not 0 <= args.grpc_port <= 65535:
+            parser.error(f"run: --grpc-port must be in [0, 65535] (0: any free port), got {args.grpc_port}")
+    if args.command in ("run", "profile"):
+        problem = _preflight(args)
+        if problem is not None:
+            print(f"ws-serve: {problem}", file=sys.stderr, flush=True)
+            return 2
     handler = {"run": _run, "profile": _profile, "simulate": _simulate, "replay": _replay, "trace": _trace}
     return handler[args.command](args)
 

@@ -30,7 +30,7 @@ from .metrics import ServeMetrics
 from .policies import make_policy
 from .profile import Profile, ServedSet, latency_cache_path, pareto_served_set, profile_served
 from .runtime import LocalWorker, Router, Worker
-from .server import ModelInfo, create_app
+from .server import ModelInfo, check_model_name, create_app
 from .subnetact import SubNetAct, load_subnet_norm, recalibrated_statistics, save_subnet_norm, subnet_norm_path
 
 __all__ = [
@@ -166,6 +166,7 @@ def deploy(
     net: SuperNet | None = None,
     backend: str | None = None,
     progress: Callable[[str], None] | None = None,
+    name: str | None = None,
 ) -> Deployment:
     """Build a deployment. The served set comes from ``served`` (object or JSON file), else the
     checkpoint's ``.served.json``, else :func:`pareto_served_set` with ``subnets`` SubNets (and is then
@@ -173,11 +174,17 @@ def deploy(
     on ``device`` (cached next to the checkpoint) — with the execution ``backend`` that will serve
     (``"auto"``, ``"onnxruntime"``, ...; ``None``: the SuperNet in place, as the eager backend runs it),
     reporting each step to ``progress``. ``net``: the SuperNet already in memory (e.g. just trained;
-    SubNetAct is inserted into it) instead of loading ``checkpoint``, whose side files are still read."""
+    SubNetAct is inserted into it) instead of loading ``checkpoint``, whose side files are still read.
+    ``name``: the name clients use for the model (:func:`~ws_serve.server.check_model_name`; default: the
+    SuperNet's architecture)."""
     if max_batch < 1:
         raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+    if name is not None:
+        check_model_name(name)
+    say = progress if progress is not None else (lambda _line: None)
     ckpt = None if checkpoint is None else os.fspath(checkpoint)
     if net is None:
+        say(f"loading {model or 'the SuperNet'}{'' if ckpt is None else f' from {ckpt}'}")
         net = load_supernet(model, ckpt, num_classes, seed)
     else:
         net.eval()
@@ -186,6 +193,7 @@ def deploy(
     elif served is None and ckpt is not None and served_set_path(ckpt).is_file():
         served = ServedSet.load(served_set_path(ckpt))
     if served is None:
+        say(f"choosing {subnets} SubNets to serve (Pareto front of MACs x accuracy)")
         served = pareto_served_set(net, subnets, generator=torch.Generator().manual_seed(seed))
         if ckpt is not None:
             served.save(served_set_path(ckpt))
@@ -212,10 +220,10 @@ def deploy(
     if profile.max_batch < max_batch:
         raise ValueError(f"the profile covers batch sizes up to {profile.max_batch}, max_batch is {max_batch}")
     profile = profile.restrict(max_batch)
-    name = (cfg.get("architecture") or model or type(net).__name__)
-    info = ModelInfo(str(name), sample_shape, int(getattr(net, "num_classes", 0)), max_batch, served,
+    architecture = str(cfg.get("architecture") or model or type(net).__name__)
+    info = ModelInfo(name or architecture, sample_shape, int(getattr(net, "num_classes", 0)), max_batch, served,
                      extra={"profile_device": profile.device, "profile_note": profile.note})
-    spec = DeploySpec(model or str(name), ckpt, num_classes, served.to_dict(), device, seed)
+    spec = DeploySpec(model or architecture, ckpt, num_classes, served.to_dict(), device, seed)
     return Deployment(act, served, profile, info, spec)
 
 

@@ -10,8 +10,12 @@ It runs in the event loop of the HTTP server and serves through the same :class:
     >>> result = client.infer("ws_ofa_mbv3_035_32", [inp], parameters={"slo_ms": 50})
     >>> result.as_numpy("logits").shape, result.get_response().parameters["subnet_id"].string_param
 
-RPCs: ``ServerLive``, ``ServerReady``, ``ModelReady``, ``ServerMetadata``, ``ModelMetadata`` and
-``ModelInfer`` (the others answer ``UNIMPLEMENTED``). The messages are the generated protobuf modules
+RPCs: ``ServerLive``, ``ServerReady``, ``ModelReady``, ``ServerMetadata``, ``ModelMetadata``,
+``ModelConfig`` (Triton's ``ModelConfig``; its ``parameters`` carry ``accuracy_source``,
+``accuracy_label`` and the served set as JSON, since ``ModelMetadataResponse`` has no parameters),
+``ModelInfer``, ``ModelStatistics`` (the statistics extension, as over HTTP) and ``RepositoryIndex``;
+the others, model control (``RepositoryModelLoad`` / ``Unload``) among them, answer ``UNIMPLEMENTED``
+with a message saying so. The messages are the generated protobuf modules
 shipped with ``tritonclient[grpc]`` (Triton's service is a superset of KServe v2's, same package and
 names). Inputs come as typed ``contents`` (``fp32_contents``) or as ``raw_input_contents``; the output
 goes back in ``raw_output_contents``. A request is checked by the same function as over HTTP
@@ -24,11 +28,14 @@ shutting down ``UNAVAILABLE``, a failed forward ``INTERNAL``.
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from google.protobuf import json_format
+from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
@@ -36,8 +43,11 @@ from .runtime import Overloaded, Router, ServeError
 from .server import (
     BadRequest,
     ModelInfo,
+    _no_model_control,
     check_model,
     infer_response_parameters,
+    model_statistics_dict,
+    repository_index_list,
     run_infer,
     server_metadata_dict,
     server_overhead_ms,
@@ -45,6 +55,7 @@ from .server import (
 )
 
 __all__ = [
+    "RPCS",
     "GrpcEndpoint",
     "InferenceServicer",
     "add_grpc_endpoint",
@@ -54,6 +65,9 @@ __all__ = [
     "set_parameter",
     "start_grpc_server",
 ]
+
+RPCS = ("ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMetadata", "ModelConfig", "ModelInfer",
+        "ModelStatistics", "RepositoryIndex")  # the RPCs served; the others answer UNIMPLEMENTED
 
 _CODES = {400: grpc.StatusCode.INVALID_ARGUMENT, 404: grpc.StatusCode.NOT_FOUND,
           413: grpc.StatusCode.RESOURCE_EXHAUSTED, 415: grpc.StatusCode.INVALID_ARGUMENT,
@@ -143,14 +157,46 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             name=meta["name"], versions=meta["versions"], platform=meta["platform"],
             inputs=[tensor(**t) for t in meta["inputs"]], outputs=[tensor(**t) for t in meta["outputs"]])
 
+    async def ModelConfig(self, request, context) -> pb.ModelConfigResponse:
+        await self._known(request.name, request.version, context)
+        model = self.model
+        parameters = {**model.accuracy_parameters(), **{k: str(v) for k, v in model.extra.items()},
+                      "served_subnets": json.dumps([s.to_dict() for s in model.served], separators=(",", ":"))}
+        config = mc.ModelConfig(
+            name=model.name, platform=model.platform, max_batch_size=model.max_batch,
+            input=[mc.ModelInput(name=model.input_name, data_type=mc.TYPE_FP32, dims=list(model.sample_shape))],
+            output=[mc.ModelOutput(name=model.output_name, data_type=mc.TYPE_FP32, dims=[model.num_classes])],
+            parameters={k: mc.ModelParameter(string_value=v) for k, v in parameters.items()})
+        return pb.ModelConfigResponse(config=config)
+
     async def ModelInfer(self, request, context) -> pb.ModelInferResponse:
+        arrival = self.router.clock()
         try:
-            return await self._infer(request)
+            return await self._infer(request, arrival)
         except (BadRequest, ServeError) as e:
             failure = (grpc_status(e), str(e))
+            if not (isinstance(e, BadRequest) and e.status == 404):  # a request for the model that failed
+                self.router.metrics.request_failed(self.router.clock() - arrival)
         except Exception as e:  # never a crash: an explicit INTERNAL, as HTTP answers 500
             failure = (grpc.StatusCode.INTERNAL, f"internal error: {type(e).__name__}")
         await context.abort(*failure)
+
+    async def ModelStatistics(self, request, context) -> pb.ModelStatisticsResponse:
+        if request.name or request.version:  # no name: every model, as Triton does
+            await self._known(request.name, request.version, context)
+        return json_format.ParseDict(model_statistics_dict(self.model, self.router.metrics),
+                                     pb.ModelStatisticsResponse())
+
+    async def RepositoryIndex(self, request, context) -> pb.RepositoryIndexResponse:
+        index = repository_index_list(self.model, self.router, ready_only=request.ready)
+        return pb.RepositoryIndexResponse(models=[pb.RepositoryIndexResponse.ModelIndex(**m) for m in index])
+
+    async def RepositoryModelLoad(self, request, context) -> pb.RepositoryModelLoadResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, _no_model_control(self.model, "load", request.model_name))
+
+    async def RepositoryModelUnload(self, request, context) -> pb.RepositoryModelUnloadResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED,
+                            _no_model_control(self.model, "unload", request.model_name))
 
     async def _known(self, name: str, version: str, context) -> None:
         try:
@@ -158,9 +204,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         except BadRequest as e:
             await context.abort(grpc_status(e), str(e))
 
-    async def _infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
+    async def _infer(self, request: pb.ModelInferRequest, arrival: float) -> pb.ModelInferResponse:
         router, model = self.router, self.model
-        arrival = router.clock()
         check_model(model, request.model_name, request.model_version or None)
         req, raw = request_json(request)
         parsed = validate_infer_request(req, model, raw=raw)
@@ -176,8 +221,24 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         overhead_ms = server_overhead_ms(result, arrival, submitted, router.clock())
         for key, value in infer_response_parameters(result, overhead_ms).items():
             set_parameter(response.parameters[key], value)
-        router.metrics.request_overhead("grpc", server_overhead_ms(result, arrival, submitted, router.clock()) / 1e3)
+        now = router.clock()
+        router.metrics.request_overhead("grpc", server_overhead_ms(result, arrival, submitted, now) / 1e3)
+        router.metrics.request_succeeded(logits.shape[0], now - arrival, result.queue_ms / 1e3, result.compute_ms / 1e3)
         return response
+
+
+def _unimplemented(rpc: str):
+    """A servicer method that answers ``UNIMPLEMENTED`` naming ``rpc`` and the RPCs that are served."""
+    async def method(self, request, context):
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED,
+                            f"ws-serve does not implement {rpc}; it serves {', '.join(RPCS)}")
+    method.__name__ = method.__qualname__ = rpc
+    return method
+
+
+for _rpc in pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].methods_by_name:
+    if _rpc not in InferenceServicer.__dict__:  # instead of the generated base's bare "Method not implemented!"
+        setattr(InferenceServicer, _rpc, _unimplemented(_rpc))
 
 
 async def start_grpc_server(router: Router, model: ModelInfo, host: str = "127.0.0.1", port: int = 0, *,

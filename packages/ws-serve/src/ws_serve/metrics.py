@@ -23,16 +23,32 @@ metric                                 type       meaning
 The queueing and forward parts of a request are ``ws_serve_queue_time_seconds`` and
 ``ws_serve_inference_seconds``; each response also carries its own ``queue_ms``, ``compute_ms`` and
 ``overhead_ms``.
+
+:meth:`ServeMetrics.statistics` holds the same requests as the cumulative counters of the KServe v2 /
+Triton statistics extension (``GET /v2/models/{name}/stats``, gRPC ``ModelStatistics``):
+
+* ``success`` / ``fail``: inference requests for the model answered with a result / with an error (bad
+  input, full queue, missed deadline, ...), each with its duration from arrival to the answer;
+* ``queue``: arrival to dispatch, and ``compute_infer``: the run of the batch it was part of, per
+  successful request (Triton's definitions); ``compute_input`` / ``compute_output`` are not measured
+  apart (they are part of ``overhead_ms``) and stay at zero, as do ``cache_hit`` / ``cache_miss``;
+* ``inference_count``: samples of the successful requests (a request of batch 8 counts 8);
+  ``execution_count``: batches the workers ran; ``batch_stats``: those batches by size, with their
+  forward time; ``last_inference``: milliseconds since the epoch of the last successful request.
 """
 
 from __future__ import annotations
 
 import threading
+import time
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-__all__ = ["OUTCOMES", "ServeMetrics"]
+__all__ = ["INFER_STATISTICS", "OUTCOMES", "ServeMetrics"]
 
+INFER_STATISTICS = ("success", "fail", "queue", "compute_input", "compute_infer", "compute_output", "cache_hit",
+                    "cache_miss")
 OUTCOMES = ("ok", "late", "deadline_exceeded", "overloaded", "worker_failed", "error", "shutdown")
 _OVERHEAD_BUCKETS = (5e-5, 1e-4, 2e-4, 3e-4, 4e-4, 5e-4, 7.5e-4, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.01, 0.025,
                      0.05, 0.1)
@@ -69,6 +85,10 @@ class ServeMetrics:
         self._lock = threading.Lock()
         self._finished = self._ok = 0
         self._accuracy_sum = 0.0
+        # the statistics extension's counters: [count, ns] per duration, and per batch size
+        self._durations = {k: [0, 0] for k in INFER_STATISTICS}
+        self._batches: dict[int, list[int]] = {}
+        self._inference_count = self._execution_count = self._last_inference_ms = 0
 
     def finished(self, outcome: str, n: int = 1, accuracy: float | None = None) -> None:
         """Count ``n`` finished requests with ``outcome`` (``accuracy`` of the SubNet for ``ok``)."""
@@ -92,10 +112,53 @@ class ServeMetrics:
     def batch(self, subnet: str, size: int, seconds: float) -> None:
         self.batch_size.observe(size)
         self.inference.labels(subnet).observe(seconds)
+        with self._lock:
+            self._execution_count += 1
+            counts = self._batches.setdefault(int(size), [0, 0])
+            counts[0] += 1
+            counts[1] += _ns(seconds)
 
     def request_overhead(self, transport: str, seconds: float) -> None:
         self.overhead.labels(transport).observe(seconds)
 
+    def request_succeeded(self, samples: int, seconds: float, queue_s: float, compute_s: float) -> None:
+        """Count a request answered with a result: ``samples`` inferences, ``seconds`` from arrival to the
+        answer, of which ``queue_s`` waiting for dispatch and ``compute_s`` the run of its batch."""
+        with self._lock:
+            self._inference_count += int(samples)
+            self._last_inference_ms = time.time_ns() // 1_000_000
+            for key, value in (("success", seconds), ("queue", queue_s), ("compute_infer", compute_s)):
+                self._durations[key][0] += 1
+                self._durations[key][1] += _ns(value)
+
+    def request_failed(self, seconds: float) -> None:
+        """Count an inference request for the model answered with an error, ``seconds`` after it arrived."""
+        with self._lock:
+            self._durations["fail"][0] += 1
+            self._durations["fail"][1] += _ns(seconds)
+
+    def statistics(self) -> dict[str, Any]:
+        """The statistics extension's counters (see the module docstring), in Triton's JSON form without
+        the model's ``name`` and ``version``."""
+        def duration(counts: list[int]) -> dict[str, int]:
+            return {"count": counts[0], "ns": counts[1]}
+
+        zero = [0, 0]
+        with self._lock:
+            return {
+                "last_inference": self._last_inference_ms,
+                "inference_count": self._inference_count,
+                "execution_count": self._execution_count,
+                "inference_stats": {k: duration(v) for k, v in self._durations.items()},
+                "batch_stats": [{"batch_size": b, "compute_input": duration(zero), "compute_infer": duration(c),
+                                 "compute_output": duration(zero)} for b, c in sorted(self._batches.items())],
+                "memory_usage": [],
+            }
+
     def render(self) -> bytes:
         """The exposition text (``text/plain; version=0.0.4``)."""
         return generate_latest(self.registry)
+
+
+def _ns(seconds: float) -> int:
+    return max(0, round(seconds * 1e9))

@@ -11,7 +11,14 @@ Standard clients work unchanged, e.g. ``tritonclient.http``::
 
 Endpoints: ``GET /v2``, ``/v2/health/live``, ``/v2/health/ready``, ``/v2/models/{name}``
 (``/versions/{v}``), ``/v2/models/{name}/ready``, ``/v2/models/{name}/config``,
-``POST /v2/models/{name}[/versions/{v}]/infer``, and Prometheus ``GET /metrics``.
+``POST /v2/models/{name}[/versions/{v}]/infer``, and Prometheus ``GET /metrics``. Of the extensions
+``tritonclient`` calls: statistics (``GET /v2/models[/{name}[/versions/{v}]]/stats``, Triton's
+``model_stats`` form, :meth:`~ws_serve.metrics.ServeMetrics.statistics`) and the repository index
+(``POST /v2/repository/index``: the one model and its state). Model control
+(``POST /v2/repository/models/{name}/load|unload``) is not supported and answers 400 saying so. The
+model's name is the SuperNet's unless given (``ws-serve run --name``, :func:`check_model_name`); its
+metadata and config carry where the served accuracies come from (``accuracy_source``; the MACs proxy
+of an untrained SuperNet is labelled as such).
 
 Requests may carry tensors as JSON ``data`` or with the binary tensor data extension
 (``Inference-Header-Content-Length``; what tritonclient sends by default); outputs come back in the
@@ -36,6 +43,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import re
 import zlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -49,17 +57,23 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .profile import ServedSet
+from .metrics import ServeMetrics
+from .profile import PROXY_ACCURACY, ServedSet
 from .runtime import InferenceResult, Router, ServeError
 
 __all__ = [
+    "EXTENSIONS",
     "BadRequest",
     "ModelInfo",
     "ParsedRequest",
+    "accuracy_label",
     "check_model",
+    "check_model_name",
     "create_app",
     "infer_response_parameters",
+    "model_statistics_dict",
     "parse_infer_request",
+    "repository_index_list",
     "run_infer",
     "server_metadata_dict",
     "server_overhead_ms",
@@ -67,6 +81,9 @@ __all__ = [
 ]
 
 _VERSION = "0.1.0"
+_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+_RESERVED_NAMES = ("stats",)  # GET /v2/models/stats is the statistics of every model
+EXTENSIONS = ("binary_tensor_data", "model_configuration", "model_repository", "parameters", "statistics")
 
 
 class BadRequest(Exception):
@@ -77,9 +94,24 @@ class BadRequest(Exception):
         self.status = status
 
 
+def check_model_name(name: Any) -> str:
+    """``name`` if it can name a served model (it goes into URL paths), else raise ``ValueError`` saying
+    what is allowed."""
+    if not isinstance(name, str) or not _MODEL_NAME.fullmatch(name) or name in _RESERVED_NAMES:
+        raise ValueError(f"a model name must be 1 to 128 characters from A-Z a-z 0-9 _ . -, starting with a "
+                         f"letter or digit, and not {' or '.join(map(repr, _RESERVED_NAMES))}; got {_got(name)}")
+    return name
+
+
+def accuracy_label(source: str) -> str:
+    """How to read accuracies recorded with ``source`` (:attr:`ServedSet.accuracy_source`): the MACs proxy
+    of an untrained SuperNet says that it is not a measured accuracy; any other source is given as is."""
+    return "MACs proxy, not measured" if source == PROXY_ACCURACY else source
+
+
 @dataclass(frozen=True)
 class ModelInfo:
-    """What the server tells clients about the served SuperNet."""
+    """What the server tells clients about the served SuperNet; ``name`` passes :func:`check_model_name`."""
 
     name: str
     sample_shape: tuple[int, ...]
@@ -92,18 +124,26 @@ class ModelInfo:
     platform: str = "pytorch_weightshare"
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        check_model_name(self.name)
+
+    def accuracy_parameters(self) -> dict[str, str]:
+        """Where the served accuracies come from: ``accuracy_source`` and its ``accuracy_label``."""
+        source = self.served.accuracy_source
+        return {"accuracy_source": source, "accuracy_label": accuracy_label(source)}
+
     def metadata(self) -> dict[str, Any]:
         return {
             "name": self.name, "versions": [self.version], "platform": self.platform,
             "inputs": [{"name": self.input_name, "datatype": "FP32", "shape": [-1, *self.sample_shape]}],
             "outputs": [{"name": self.output_name, "datatype": "FP32", "shape": [-1, self.num_classes]}],
+            "parameters": self.accuracy_parameters(),
         }
 
     def config(self) -> dict[str, Any]:
         return {
             "name": self.name, "platform": self.platform, "max_batch_size": self.max_batch,
-            "accuracy_source": self.served.accuracy_source,
-            "served_subnets": [s.to_dict() for s in self.served], **self.extra,
+            **self.accuracy_parameters(), "served_subnets": [s.to_dict() for s in self.served], **self.extra,
         }
 
 
@@ -337,7 +377,8 @@ def _endpoints_error(request: Request, exc: StarletteHTTPException) -> Response:
     headers = dict(exc.headers or {})
     if exc.status_code == 404:
         message = (f"no endpoint {path}; the endpoints are /v2, /v2/health/live, /v2/health/ready, "
-                   f"/v2/models/{{name}}[/versions/{{version}}][/ready|/config|/infer] and /metrics")
+                   f"/v2/models/{{name}}[/versions/{{version}}][/ready|/config|/infer|/stats], /v2/models/stats, "
+                   f"/v2/repository/index and /metrics")
     elif exc.status_code == 405:
         message = f"method {request.method} is not allowed on {path}; allowed: {headers.get('Allow')}"
     else:
@@ -413,6 +454,41 @@ def create_app(
     async def ready() -> Response:
         return Response(status_code=200 if router.ready else 503)
 
+    @app.get("/v2/models/stats")  # before /v2/models/{name}, which would take "stats" for a name
+    async def all_statistics() -> Any:
+        return model_statistics_dict(model, router.metrics)
+
+    @app.get("/v2/models/{name}/stats")
+    async def statistics(name: str) -> Any:
+        return known(name) or model_statistics_dict(model, router.metrics)
+
+    @app.get("/v2/models/{name}/versions/{version}/stats")
+    async def version_statistics(name: str, version: str) -> Any:
+        return known(name, version) or model_statistics_dict(model, router.metrics)
+
+    @app.post("/v2/repository/index")
+    async def repository_index(request: Request) -> Any:
+        try:
+            body = await _read_body(request, 64 * 1024)
+            req = json.loads(body) if body.strip() else {}
+        except BadRequest as e:
+            return _error(e.status, str(e))
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+            return _error(400, f"the repository index request must be empty or a JSON object, got {_got(body)}")
+        ready = req.get("ready", False) if isinstance(req, dict) else None
+        if not isinstance(ready, bool):
+            return _error(400, f"the repository index request must be empty or a JSON object with an optional "
+                               f"boolean 'ready', got {_got(req)}")
+        return _json(repository_index_list(model, router, ready_only=ready))
+
+    @app.post("/v2/repository/models/{name}/load")
+    async def load(name: str) -> Response:
+        return _error(400, _no_model_control(model, "load", name))
+
+    @app.post("/v2/repository/models/{name}/unload")
+    async def unload(name: str) -> Response:
+        return _error(400, _no_model_control(model, "unload", name))
+
     @app.get("/v2/models/{name}")
     async def model_metadata(name: str) -> Any:
         return known(name) or model.metadata()
@@ -434,6 +510,11 @@ def create_app(
         missing = known(name, version)
         if missing is not None:
             return missing
+
+        def failed(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+            router.metrics.request_failed(router.clock() - arrival)
+            return _error(status, message, headers)
+
         try:
             body = await _read_body(request, max_body_bytes)
             header = request.headers.get("inference-header-content-length")
@@ -443,17 +524,17 @@ def create_app(
                 raise BadRequest(f"Inference-Header-Content-Length must be an integer, got {_got(header)}") from None
             parsed = parse_infer_request(body, header_length, model)
         except BadRequest as e:
-            return _error(e.status, str(e))
+            return failed(e.status, str(e))
         submitted = router.clock()
         try:
             result = await run_infer(router, parsed, arrival, default_slo_ms=default_slo_ms,
                                      request_timeout_s=request_timeout_s)
         except ServeError as e:
             headers = {"Retry-After": "1"} if e.status == 503 else None
-            return _error(e.status, str(e), headers)
+            return failed(e.status, str(e), headers)
         logits = result.outputs.contiguous().numpy().astype("<f4", copy=False)
         if not parsed.binary_output and not np.isfinite(logits).all():
-            return _error(400, f"input {model.input_name!r}: these values give non-finite outputs, which JSON cannot "
+            return failed(400, f"input {model.input_name!r}: these values give non-finite outputs, which JSON cannot "
                                f"carry; send smaller values or ask for binary output (parameter binary_data_output)")
         response: dict[str, Any] = {"model_name": model.name, "model_version": model.version}
         if parsed.request_id is not None:
@@ -471,7 +552,9 @@ def create_app(
             head = json.dumps(response, separators=(",", ":")).encode()
             reply = Response(head + raw, media_type="application/octet-stream",
                              headers={"Inference-Header-Content-Length": str(len(head))})
-        router.metrics.request_overhead("http", server_overhead_ms(result, arrival, submitted, router.clock()) / 1e3)
+        now = router.clock()
+        router.metrics.request_overhead("http", server_overhead_ms(result, arrival, submitted, now) / 1e3)
+        router.metrics.request_succeeded(logits.shape[0], now - arrival, result.queue_ms / 1e3, result.compute_ms / 1e3)
         return reply
 
     @app.post("/v2/models/{name}/infer")
@@ -490,5 +573,29 @@ def create_app(
 
 
 def server_metadata_dict() -> dict[str, Any]:
-    """The server metadata (``GET /v2``; gRPC ``ServerMetadata``)."""
-    return {"name": "ws-serve", "version": _VERSION, "extensions": ["binary_tensor_data", "model_configuration"]}
+    """The server metadata (``GET /v2``; gRPC ``ServerMetadata``): name, version and the protocol extensions
+    it supports (model control, of the ``model_repository`` extension, is refused: one model is served)."""
+    return {"name": "ws-serve", "version": _VERSION, "extensions": list(EXTENSIONS)}
+
+
+def model_statistics_dict(model: ModelInfo, metrics: ServeMetrics) -> dict[str, Any]:
+    """The statistics extension's answer for the served model (``GET /v2/models[/{name}]/stats``; gRPC
+    ``ModelStatistics``), in Triton's form: ``{"model_stats": [{"name", "version", "inference_count", ...}]}``."""
+    return {"model_stats": [{"name": model.name, "version": model.version, **metrics.statistics(),
+                             "response_stats": {}}]}
+
+
+def repository_index_list(model: ModelInfo, router: Router, ready_only: bool = False) -> list[dict[str, str]]:
+    """The repository index (``POST /v2/repository/index``; gRPC ``RepositoryIndex``): the served model with
+    its state, ``READY`` or ``UNAVAILABLE`` with the ``reason``; ``ready_only`` leaves out a model not ready."""
+    if router.ready:
+        return [{"name": model.name, "version": model.version, "state": "READY", "reason": ""}]
+    if ready_only:
+        return []
+    reason = "no worker is alive" if not router.alive_workers() else "the server is starting or shutting down"
+    return [{"name": model.name, "version": model.version, "state": "UNAVAILABLE", "reason": reason}]
+
+
+def _no_model_control(model: ModelInfo, action: str, name: str) -> str:
+    return (f"cannot {action} model {_got(name)}: ws-serve does not support model control; it serves the one "
+            f"model {model.name!r}, loaded at start-up (ws-serve run --model/--checkpoint, --name)")
