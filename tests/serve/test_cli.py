@@ -255,3 +255,22 @@ def test_the_banner_labels_proxy_accuracies(deployment):
     line = serving_banner(SimpleNamespace(served=measured, model=deployment.model), "http://h:1", "h:2", 2, "p", 50)
     assert "proxy" not in line and "and gRPC h:2 with 2 worker(s)" in line
     assert f"acc {measured.subnets[0].accuracy:.3g} (measured accuracy)" in line
+
+
+@pytest.mark.parametrize("transport", ["http", "grpc"])
+def test_replay_command_over_http_and_grpc(transport, deployment, serve_in_thread, tmp_path, capsys):
+    pytest.importorskip("tritonclient.grpc", reason="tritonclient[grpc] is needed for the gRPC replay")
+    from ws_serve.deploy import build_app, make_local_workers
+    from ws_serve.grpc_server import add_grpc_endpoint
+
+    app, _ = build_app(deployment, make_local_workers(deployment, workers=1), "slackfit")
+    endpoint = add_grpc_endpoint(app, "127.0.0.1", 0, grace_s=1)
+    trace = tmp_path / "t.csv"
+    Trace(np.linspace(0, 0.5, 10)).save(trace)
+    with serve_in_thread(app) as address:
+        where = ["--grpc", endpoint.address] if transport == "grpc" else ["--url", f"http://{address}"]
+        assert main(["replay", *where, "--model", deployment.model.name, "--trace", str(trace),
+                     "--slo-ms", "5000"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["sent"] == 10 and report["ok"] == 10 and report["slo_attainment"] == 1.0
+    assert report["statuses"] == ({"OK": 10} if transport == "grpc" else {"200": 10})

@@ -364,17 +364,27 @@ def _simulate(args: argparse.Namespace) -> int:
 
 # replay ---------------------------------------------------------------------------------------------
 def _replay(args: argparse.Namespace) -> int:
-    import httpx
-
     from .loadgen import replay_sync
 
     trace = _load_trace(args)
-    meta = httpx.get(f"{args.url.rstrip('/')}/v2/models/{args.model}", timeout=10).json()
-    if "inputs" not in meta:
-        raise SystemExit(f"ws-serve: {args.url} does not serve model {args.model!r}: {meta}")
-    shape = meta["inputs"][0]["shape"][1:]
-    report = replay_sync(args.url.rstrip("/"), args.model, trace, slo_ms=args.slo_ms, sample_shape=shape,
-                         seed=args.seed)
+    if args.grpc is not None:  # the Open Inference Protocol over gRPC: the model's input shape from ModelMetadata
+        import tritonclient.grpc as grpcclient
+        from tritonclient.utils import InferenceServerException
+
+        try:
+            meta = grpcclient.InferenceServerClient(args.grpc).get_model_metadata(args.model)
+        except InferenceServerException as e:
+            raise SystemExit(f"ws-serve: {args.grpc} does not serve model {args.model!r}: {e.message()}") from None
+        shape, target, transport = [int(d) for d in meta.inputs[0].shape[1:]], args.grpc, "grpc"
+    else:
+        import httpx
+
+        meta = httpx.get(f"{args.url.rstrip('/')}/v2/models/{args.model}", timeout=10).json()
+        if "inputs" not in meta:
+            raise SystemExit(f"ws-serve: {args.url} does not serve model {args.model!r}: {meta}")
+        shape, target, transport = meta["inputs"][0]["shape"][1:], args.url.rstrip("/"), "http"
+    report = replay_sync(target, args.model, trace, slo_ms=args.slo_ms, sample_shape=shape, seed=args.seed,
+                         transport=transport)
     out: dict[str, Any] = report.to_dict()
     print(json.dumps(out, indent=1))
     if args.json:
@@ -439,7 +449,9 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--json", help="write the results here")
 
     rep = sub.add_parser("replay", help="open-loop replay of a trace against a live server")
-    rep.add_argument("--url", default="http://127.0.0.1:8000")
+    rep.add_argument("--url", default="http://127.0.0.1:8000", help="the server's HTTP base URL")
+    rep.add_argument("--grpc", default=None, metavar="HOST:PORT",
+                     help="replay over gRPC to this address instead of HTTP (ws-serve run --grpc-port)")
     rep.add_argument("--model", required=True)
     _add_trace_args(rep, default=None)
     rep.add_argument("--slo-ms", type=_positive(float), default=100.0)
