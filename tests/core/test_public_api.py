@@ -7,6 +7,7 @@ import ws_core.cost
 import ws_core.data
 import ws_core.elastic
 import ws_core.io
+import ws_core.ofa
 import ws_core.search
 
 
@@ -33,5 +34,8 @@ def test_module_apis():
     assert set(ws_core.checkpoint.__all__) == {"CheckpointError", "atomic_save_safetensors", "create_from_checkpoint",
                                                 "load_checkpoint", "read_checkpoint_metadata", "read_safetensors",
                                                 "save_checkpoint"}
+    assert set(ws_core.ofa.__all__) == {"OFA_NETS", "OFA_TAG", "OFACheckpointError", "OFANet", "checkpoint_filter_fn",
+                                        "from_ofa_arch", "is_ofa_state_dict", "ofa_key_map", "ofa_model_kwargs",
+                                        "ofa_pretrained_cfg", "to_ofa_arch"}
     assert {"ElasticConv2d", "ElasticDepthwiseConv2d", "ElasticBatchNorm2d", "ElasticLinear",
             "ElasticSqueezeExcite", "ElasticStage", "sort_channels"} <= set(ws_core.elastic.__all__)

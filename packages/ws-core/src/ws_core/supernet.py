@@ -8,7 +8,17 @@ rest is generic and shared by every SuperNet:
 
 * :meth:`SuperNet.activate` — route later forwards through a SubNet, in place (no weight copies);
 * :meth:`SuperNet.weight_slices` — the region of every tensor a SubNet reads;
-* :meth:`SuperNet.extract` — a standalone :class:`SubNet` of plain PyTorch layers with copied weights.
+* :meth:`SuperNet.extract` — a standalone :class:`SubNet` of plain PyTorch layers with copied weights;
+* timm's feature-extraction and training API — ``feature_info``, :meth:`SuperNet.forward_intermediates`,
+  :meth:`SuperNet.prune_intermediate_layers` (so ``timm.create_model(name, features_only=True)`` works)
+  and :meth:`SuperNet.set_grad_checkpointing`.
+
+Feature extraction: a subclass declares ``feature_info`` as timm models do — one dict (``num_chs``,
+``reduction``, ``module``) for the stem output and one per stage — with the **max** SubNet's channels.
+A stage's feature is the output of its last *active* block, so skipped blocks are never returned and the
+number of features does not depend on the depth; the tensors have the *active* SubNet's channels (at most
+``num_chs``). ``timm.create_model(name, features_only=True)`` wraps the SuperNet in timm's
+``FeatureGetterNet``; ``feats.model.activate(cfg)`` picks the SubNet whose features it returns.
 
 Elastic resolution: when the search space's ``resolution`` dimension has more than one choice, a
 SuperNet (and a SubNet extracted from it) resizes its input bilinearly to the active SubNet's
@@ -20,13 +30,15 @@ from __future__ import annotations
 
 import copy
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from timm.models._features import feature_take_indices
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from .config import SubNetConfig
 from .elastic import ElasticLinear, ElasticModule, ElasticStage, Slices, sort_channels
@@ -83,11 +95,14 @@ class _StemStagesHead(nn.Module):
         """The side the input is resized to (``None``: run at the size given)."""
         return None
 
-    def forward(self, x: Tensor) -> Tensor:
+    def _resize_input(self, x: Tensor) -> Tensor:
         size = self.input_resolution()
         if size is not None and (x.shape[-2] != size or x.shape[-1] != size):
             x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
-        return self.forward_head(self.forward_features(x))
+        return x
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(self._resize_input(x)))
 
     def get_classifier(self) -> nn.Module:
         return self.head.classifier
@@ -126,6 +141,8 @@ def _static_copy(module: nn.Module) -> nn.Module:
         static.train(module.training)
         return static
     if isinstance(module, ElasticStage):
+        if not module.active_depth:  # a skipped stage (e.g. OFA-ResNet's input-stem block at stem_depth 0)
+            return nn.Identity()
         seq = nn.Sequential(*(_static_copy(b) for b in module.active_blocks))
         seq.train(module.training)
         return seq
@@ -174,12 +191,14 @@ class SuperNet(_StemStagesHead):
     """
 
     space: SearchSpace
+    feature_info: list[dict[str, Any]]
     _validated_cache_size = 4096
 
     def __init__(self) -> None:
         super().__init__()
         object.__setattr__(self, "_active", None)
         object.__setattr__(self, "_validated", OrderedDict())
+        self.grad_checkpointing = False
 
     # Actuation ------------------------------------------------------------------------------------
     def _configure(self, cfg: SubNetConfig) -> None:
@@ -277,6 +296,88 @@ class SuperNet(_StemStagesHead):
         self.num_classes = num_classes
         self.head.reset(num_classes)
         self.activate(self._active)
+
+    # timm model API: gradient checkpointing and feature extraction --------------------------------
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Activation checkpointing of every block (timm's ``set_grad_checkpointing``).
+
+        In training, each active block's activations are recomputed in the backward pass
+        (``torch.utils.checkpoint``, non-reentrant) instead of stored; the gradients are those of the plain
+        run. The recomputation uses the layers' settings at backward time, so activate the next SubNet
+        after ``backward()``; a BatchNorm in training mode updates its running statistics once more
+        during the recomputation (as in every timm model). Blocks with a ``grad_checkpointing`` attribute
+        of their own checkpoint themselves and get the flag.
+        """
+        self.grad_checkpointing = bool(enable)
+        for stage in self.stages:
+            for block in stage.blocks:
+                if hasattr(block, "grad_checkpointing"):
+                    block.grad_checkpointing = bool(enable)
+
+    def _forward_stage(self, stage: nn.Module, x: Tensor) -> Tensor:
+        if not (self.grad_checkpointing and torch.is_grad_enabled()):
+            return stage(x)
+        for i in range(stage.active_depth):
+            block = stage.blocks[i]
+            x = block(x) if hasattr(block, "grad_checkpointing") else checkpoint(block, x, use_reentrant=False)
+        return x
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        if not (self.grad_checkpointing and torch.is_grad_enabled()):
+            return self.stages(self.stem(x))
+        x = self.stem(x)
+        for stage in self.stages:
+            x = self._forward_stage(stage, x)
+        return x
+
+    def _feature_indices(self, indices: int | Sequence[int] | None) -> tuple[list[int], int]:
+        n = len(self.feature_info)
+        try:
+            return feature_take_indices(n, indices)
+        except AssertionError as e:
+            raise ValueError(f"{type(self).__name__}: {e} (feature_info has {n} entries)") from None
+
+    def forward_intermediates(
+        self,
+        x: Tensor,
+        indices: int | Sequence[int] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> list[Tensor] | tuple[Tensor, list[Tensor]]:
+        """timm's ``forward_intermediates``: the features ``indices`` of ``feature_info`` for the active SubNet.
+
+        Index 0 is the stem output, index ``i`` the output of stage ``i - 1`` — its last *active* block.
+        ``indices``: ``None`` all, an int the last n, a sequence those (negative from the end). The input is
+        resized to the active SubNet's resolution first, as in ``forward``. ``norm`` is accepted for timm's
+        signature (these SuperNets have no norm after the stages).
+        """
+        if output_fmt != "NCHW":
+            raise ValueError(f"output_fmt must be 'NCHW', got {output_fmt!r}")
+        take, max_index = self._feature_indices(indices)
+        x = self.stem(self._resize_input(x))
+        intermediates = [x] if 0 in take else []
+        stages = self.stages[:max_index] if (stop_early or intermediates_only) else self.stages
+        for i, stage in enumerate(stages, start=1):
+            x = self._forward_stage(stage, x)
+            if i in take:
+                intermediates.append(x)
+        if intermediates_only:
+            return intermediates
+        return x, intermediates
+
+    def prune_intermediate_layers(self, indices: int | Sequence[int] = 1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> list[int]:
+        """timm's feature-extraction pruning: with ``prune_head`` the head (pre-logits layers and classifier)
+        goes; every stage stays, since elastic depth and ``activate`` need all blocks. Returns the indices."""
+        take, _ = self._feature_indices(indices)
+        if prune_head and isinstance(self.head, ClassifierHead):
+            self.head.features, self.head.pre_logits = nn.Identity(), nn.Identity()
+            self.num_features = self.head.num_features = self.feature_info[-1]["num_chs"]
+            self.reset_classifier(0)
+        return take
 
     # Safe loading ---------------------------------------------------------------------------------
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):

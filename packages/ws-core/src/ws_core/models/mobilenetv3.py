@@ -28,6 +28,7 @@ from ..elastic import (
     permute_channels_,
     sorted_order,
 )
+from ..ofa import OFA_TAG, checkpoint_filter_fn, ofa_model_kwargs, ofa_pretrained_cfg
 from ..space import Dimension, SearchSpace
 from ..supernet import ClassifierHead, SuperNet
 from ._common import FASHION_MNIST_MEAN, FASHION_MNIST_STD, cifar_cfg, imagenet_cfg, ofa_init_
@@ -202,13 +203,18 @@ class OFAMobileNetV3(SuperNet):
         self.stem.add_module("conv", ConvBnAct(in_chans, widths[0], 3, stem_stride, "h_swish"))
         self.stem.add_module("block", DepthwiseSeparable(widths[0], widths[1], 1, "relu"))
         stages, in_ch = [], widths[1]
-        for out_ch, stride, act, se in zip(widths[2:], strides, STAGE_ACT, STAGE_SE):
+        # timm feature_info: the stem, then each stage (its last active block); the max SubNet's channels
+        reduction = stem_stride
+        self.feature_info = [dict(num_chs=widths[1], reduction=reduction, module="stem")]
+        for s, (out_ch, stride, act, se) in enumerate(zip(widths[2:], strides, STAGE_ACT, STAGE_SE)):
             blocks = []
             for j in range(max_depth):
                 blocks.append(MBConvBlock(in_ch, out_ch, expand_ratios, kernel_sizes, stride if j == 0 else 1,
                                           act, se, kernel_transform))
                 in_ch = out_ch
             stages.append(ElasticStage(blocks))
+            reduction *= stride
+            self.feature_info.append(dict(num_chs=out_ch, reduction=reduction, module=f"stages.{s}"))
         self.stages = nn.Sequential(*stages)
         self.num_features = last_channel
         self.head = ClassifierHead(
@@ -233,11 +239,23 @@ class OFAMobileNetV3(SuperNet):
 
 
 def _create(variant: str, pretrained: bool = False, **kwargs) -> OFAMobileNetV3:
-    return build_model_with_cfg(OFAMobileNetV3, variant, pretrained, **kwargs)
+    # the ofa_in1k tag builds the SuperNet OFA's checkpoint needs (kernel_transform=True); checkpoint_filter_fn
+    # maps OFA's state dict onto it (ws_core.ofa)
+    kwargs = ofa_model_kwargs(variant, kwargs)
+    # features_only=True: timm's FeatureGetterNet over forward_intermediates; default: the stem and all 5 stages
+    return build_model_with_cfg(OFAMobileNetV3, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn,
+                                feature_cfg=dict(out_indices=(0, 1, 2, 3, 4, 5), feature_cls="getter"), **kwargs)
 
 
 default_cfgs = generate_default_cfgs({
-    "ws_ofa_mbv3_100": imagenet_cfg("stem.conv.conv"),
+    # OFA's trained SuperNets first, then the untagged cfg marked default ("*"): the bare name stays a SuperNet
+    # to train (no weights); "<name>.ofa_in1k" is OFA's (ws_core.ofa)
+    f"ws_ofa_mbv3_100.{OFA_TAG}": ofa_pretrained_cfg("ws_ofa_mbv3_100", first_conv="stem.conv.conv",
+                                                     classifier="head.classifier"),
+    "ws_ofa_mbv3_100.*": imagenet_cfg("stem.conv.conv"),
+    f"ws_ofa_mbv3_120.{OFA_TAG}": ofa_pretrained_cfg("ws_ofa_mbv3_120", first_conv="stem.conv.conv",
+                                                     classifier="head.classifier"),
+    "ws_ofa_mbv3_120.*": imagenet_cfg("stem.conv.conv"),
     "ws_ofa_mbv3_100_32": cifar_cfg("stem.conv.conv"),
     "ws_ofa_mbv3_035_32": cifar_cfg("stem.conv.conv"),
     "ws_ofa_mbv3_035_28": imagenet_cfg("stem.conv.conv", num_classes=10, input_size=(3, 28, 28), pool_size=(2, 2),
@@ -249,6 +267,12 @@ default_cfgs = generate_default_cfgs({
 def ws_ofa_mbv3_100(pretrained: bool = False, **kwargs) -> OFAMobileNetV3:
     """OFA MobileNetV3 (width 1.0), 224×224, elastic resolution 128–224."""
     return _create("ws_ofa_mbv3_100", pretrained, **dict(width_mult=1.0, **kwargs))
+
+
+@register_model
+def ws_ofa_mbv3_120(pretrained: bool = False, **kwargs) -> OFAMobileNetV3:
+    """OFA MobileNetV3 (width 1.2, OFA's ``ofa_mbv3_d234_e346_k357_w1.2``), 224×224, elastic resolution 128–224."""
+    return _create("ws_ofa_mbv3_120", pretrained, **dict(width_mult=1.2, **kwargs))
 
 
 @register_model

@@ -3,8 +3,12 @@
 ResNet-50-D style: a 3-conv stem, then 4 stages of bottleneck blocks with base depths (2, 2, 4, 2)
 plus an elastic *extra* depth {0, 1, 2}, an elastic expand ratio {0.2, 0.25, 0.35} per block (middle
 width = ``make_divisible(round(out × e), 8)``) and an elastic width multiplier {0.65, 0.8, 1.0} per
-stage and for the stem; shortcuts downsample with avg-pool + 1×1 conv. OFA also lets the stem skip
-its middle conv; here the stem depth is fixed and its two widths share one ``stem_width`` choice.
+stage; shortcuts downsample with avg-pool + 1×1 conv. The input stem is elastic as in OFA: its middle
+conv is a residual conv block that runs or is skipped (``stem_depth`` 1 / 0; OFA's ``d[0]``), and its
+two widths are separate choices — ``stem_mid_width`` for the first two convs (OFA's ``w[0]``),
+``stem_width`` for the third (``w[1]``). Multipliers that give the same channels are one choice (OFA's
+0.65 and 0.8 of the 32-channel middle width both give 24: ``stem_mid_width`` ∈ {0.65, 1.0}), so every
+OFA SubNet has exactly one config (``ws_core.ofa.from_ofa_arch``).
 The ``_32`` variants have a CIFAR stem (stride-1 stem, no max-pool).
 """
 
@@ -20,17 +24,19 @@ from ..elastic import (
     ElasticBatchNorm2d,
     ElasticBlock,
     ElasticConv2d,
+    ElasticLinear,
     ElasticStage,
     l1_importance,
     make_divisible,
     permute_channels_,
     sorted_order,
 )
+from ..ofa import OFA_TAG, checkpoint_filter_fn, ofa_model_kwargs, ofa_pretrained_cfg
 from ..space import Dimension, SearchSpace
 from ..supernet import ClassifierHead, SuperNet
 from ._common import cifar_cfg, imagenet_cfg, ofa_init_
 
-__all__ = ["BottleneckBlock", "OFAResNet"]
+__all__ = ["BottleneckBlock", "OFAResNet", "StemResidualConv"]
 
 BASE_DEPTH = (2, 2, 4, 2)
 STAGE_WIDTH = (256, 512, 1024, 2048)
@@ -52,6 +58,24 @@ class ConvBnReLU(ElasticBlock, nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.act(self.bn(self.conv(x)))
+
+
+class StemResidualConv(ConvBnReLU):
+    """OFA's skippable input-stem block: ``x + relu(bn(conv3×3(x)))`` (``ResidualBlock`` with an identity)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__(channels, channels, 3, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + super().forward(x)
+
+
+def _distinct(channels: dict[float, int]) -> tuple[float, ...]:
+    """The smallest multiplier of each distinct channel count: multipliers giving equal widths are one choice."""
+    out: dict[int, float] = {}
+    for w in sorted(channels):
+        out.setdefault(channels[w], w)
+    return tuple(out.values())
 
 
 class BottleneckBlock(ElasticBlock, nn.Module):
@@ -141,10 +165,14 @@ class OFAResNet(SuperNet):
         super().__init__()
         self.num_classes, self.in_chans, self.drop_rate = num_classes, in_chans, drop_rate
         max_extra = max(depths)
+        self._stem_widths = {w: make_divisible(STEM_WIDTH * base_width * w, 8) for w in width_mults}
+        self._stem_mid = {w: make_divisible(c // 2, 8) for w, c in self._stem_widths.items()}
         self.space = SearchSpace(
             [
                 Dimension("resolution", tuple(resolutions), "net"),
-                Dimension("stem_width", tuple(width_mults), "net"),
+                Dimension("stem_depth", (0, 1), "net"),
+                Dimension("stem_mid_width", _distinct(self._stem_mid), "net"),
+                Dimension("stem_width", _distinct(self._stem_widths), "net"),
                 Dimension("depth", tuple(depths), "stage"),
                 Dimension("width", tuple(width_mults), "stage"),
                 Dimension("expand", tuple(expand_ratios), "block"),
@@ -152,40 +180,43 @@ class OFAResNet(SuperNet):
             stage_blocks=tuple(b + max_extra for b in BASE_DEPTH),
             base_depth=BASE_DEPTH,
         )
-        self._stem_widths = {w: make_divisible(STEM_WIDTH * base_width * w, 8) for w in width_mults}
-        self._stem_mid = {w: make_divisible(c // 2, 8) for w, c in self._stem_widths.items()}
         self._stage_widths = [{w: make_divisible(c * base_width * w, 8) for w in width_mults} for c in STAGE_WIDTH]
         stem_out, stem_mid = max(self._stem_widths.values()), max(self._stem_mid.values())
 
         self.stem = nn.Sequential()
         self.stem.add_module("conv1", ConvBnReLU(in_chans, stem_mid, 3, 1 if cifar_stem else 2))
-        self.stem.add_module("conv2", ConvBnReLU(stem_mid, stem_mid, 3, 1))
+        self.stem.add_module("conv2", ElasticStage([StemResidualConv(stem_mid)]))  # stem_depth: 0 skips it
         self.stem.add_module("conv3", ConvBnReLU(stem_mid, stem_out, 3, 1))
         if not cifar_stem:
             self.stem.add_module("pool", nn.MaxPool2d(3, 2, 1))
         stages, in_ch = [], stem_out
+        # timm feature_info: the stem, then each stage (its last active block); the max SubNet's channels
+        reduction = 1 if cifar_stem else 4
+        self.feature_info = [dict(num_chs=stem_out, reduction=reduction, module="stem")]
         for s, widths in enumerate(self._stage_widths):
-            out_ch = max(widths.values())
+            out_ch, stride = max(widths.values()), 1 if s == 0 else 2
             blocks = []
             for j in range(BASE_DEPTH[s] + max_extra):
-                blocks.append(BottleneckBlock(in_ch, out_ch, expand_ratios, (1 if s == 0 else 2) if j == 0 else 1))
+                blocks.append(BottleneckBlock(in_ch, out_ch, expand_ratios, stride if j == 0 else 1))
                 in_ch = out_ch
             stages.append(ElasticStage(blocks))
+            reduction *= stride
+            self.feature_info.append(dict(num_chs=out_ch, reduction=reduction, module=f"stages.{s}"))
         self.stages = nn.Sequential(*stages)
         self.num_features = in_ch
         self.head = ClassifierHead(in_ch, num_classes, drop_rate=drop_rate)
         offsets = [sum(self.space.stage_blocks[:s]) for s in range(4)]
         self._routing = [(stage, [(block, offsets[s] + j) for j, block in enumerate(stage.blocks)])
                          for s, stage in enumerate(stages)]
-        self._stem_layers = (self.stem.conv1, self.stem.conv2, self.stem.conv3)
+        self._stem_layers = (self.stem.conv1, self.stem.conv2, self.stem.conv2.blocks[0], self.stem.conv3)
         ofa_init_(self)
         self.activate(self.space.max())
 
     def _configure(self, cfg: SubNetConfig) -> None:
-        c1, c2, c3 = self._stem_layers
-        sw = cfg["stem_width"]
-        mid, in_ch = self._stem_mid[sw], self._stem_widths[sw]
+        c1, skippable, c2, c3 = self._stem_layers
+        mid, in_ch = self._stem_mid[cfg["stem_mid_width"]], self._stem_widths[cfg["stem_width"]]
         c1.configure(self.in_chans, mid)
+        skippable.configure(cfg["stem_depth"])
         c2.configure(mid, mid)
         c3.configure(mid, in_ch)
         depth, width, expand = cfg["depth"], cfg["width"], cfg["expand"]
@@ -196,15 +227,23 @@ class OFAResNet(SuperNet):
             for block, i in slots[:d]:
                 block.configure(in_ch, out_ch, expand[i])
                 in_ch = out_ch
-        self.head.classifier.configure(in_ch)
+        if isinstance(self.head.classifier, ElasticLinear):  # not with num_classes=0 (e.g. features_only)
+            self.head.classifier.configure(in_ch)
 
 
 def _create(variant: str, pretrained: bool = False, **kwargs) -> OFAResNet:
-    return build_model_with_cfg(OFAResNet, variant, pretrained, **kwargs)
+    # checkpoint_filter_fn maps OFA's published state dict (the ofa_in1k tag) onto the SuperNet (ws_core.ofa)
+    kwargs = ofa_model_kwargs(variant, kwargs)
+    # features_only=True: timm's FeatureGetterNet over forward_intermediates; default: the stem and all 4 stages
+    return build_model_with_cfg(OFAResNet, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn,
+                                feature_cfg=dict(out_indices=(0, 1, 2, 3, 4), feature_cls="getter"), **kwargs)
 
 
 default_cfgs = generate_default_cfgs({
     "ws_ofa_resnet50": imagenet_cfg("stem.conv1.conv"),
+    # OFA's trained SuperNet: on Google Drive, which timm cannot download; load a local copy with file=
+    f"ws_ofa_resnet50.{OFA_TAG}": ofa_pretrained_cfg("ws_ofa_resnet50", first_conv="stem.conv1.conv",
+                                                     classifier="head.classifier"),
     "ws_ofa_resnet50_32": cifar_cfg("stem.conv1.conv"),
     "ws_ofa_resnet50_025_32": cifar_cfg("stem.conv1.conv"),
 })
