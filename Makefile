@@ -1,7 +1,7 @@
 # weightshare: one virtual environment at .venv with every package in packages/ installed editable.
 #   make demo   set up .venv and run the main job (train -> search -> serve -> report, ws demo)
 #   make test   set up .venv and run the whole test suite
-# Only python3 (>= 3.10) and the package registry are needed. A package is a folder in packages/;
+# Only python3 (>= 3.11) and the package registry are needed. A package is a folder in packages/;
 # each is installed with its `test` extra (the optional dependencies its tests exercise).
 
 PYTHON ?= python3
@@ -44,6 +44,17 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/actuation.py
+
+# The wheelhouse (docs/packaging.md): a wheel and an sdist of every package in dist/, each built from a
+# temporary copy (nothing left in packages/). check-dist installs each package alone into a fresh venv
+# from dist/ plus the registry, imports it, and fails if it pulls in a sibling or heavy dependency it
+# should not. A release step, not part of `make test`: ~18 min on 2 cores (docs/packaging.md).
+.PHONY: dist check-dist
+dist: $(STAMP)
+	$(BIN)/python tools/check_dist.py build --outdir dist
+
+check-dist: dist
+	$(BIN)/python tools/check_dist.py check --wheelhouse dist
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

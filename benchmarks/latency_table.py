@@ -8,7 +8,8 @@ table's size and build time, then Spearman's rank correlation and the mean relat
 predicted and measured, raw and after one scale factor fitted on the same SubNets (the blocks' sum
 leaves out what lies between blocks).
 
-    python benchmarks/latency_table.py [--model ws_ofa_mbv3_035_28] [--subnets 50] [--batch 1] [--threads N] [--json out.json]
+    python benchmarks/latency_table.py [--model ws_ofa_mbv3_035_28] [--subnets 50] [--batch 1] [--threads N]
+        [--json out.json]
 """
 
 from __future__ import annotations

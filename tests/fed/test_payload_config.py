@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 
 import numpy as np
 import pytest
-import tomllib
 
 from ws_fed.config import FedConfig
 from ws_fed.payload import InvalidSubNetArrays, check_subnet_arrays, payload_nbytes, slice_arrays

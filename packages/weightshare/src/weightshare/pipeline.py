@@ -32,7 +32,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -441,7 +441,7 @@ def run_pipeline(cfg: PipelineConfig | None = None, say: Callable[[str], None] =
     from .report import write_report
 
     cfg = (cfg or PipelineConfig()).validate()
-    name = cfg.run_name or datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    name = cfg.run_name or datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     run_dir = Path(cfg.out_dir) / name
     if run_dir.exists() and any(run_dir.iterdir()):
         raise FileExistsError(f"{run_dir} exists and is not empty; choose another run name or out dir")

@@ -319,7 +319,7 @@ class Router:
         future = self.submit(x, slo_ms, arrival, subnet)
         try:
             return await asyncio.wait_for(asyncio.shield(future), timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             if not future.done():
                 future.cancel()
                 self.metrics.finished("deadline_exceeded")
