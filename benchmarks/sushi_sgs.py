@@ -8,7 +8,9 @@ latency, SLO attainment, served accuracy and off-chip energy, plus the ratios to
 
 Candidates: the 27 "uniform" SubNets of the OFA MobileNetV3 space (one depth, expand ratio and
 kernel size everywhere; largest resolution). Accuracy: a log-MACs proxy between 0.70 and 0.77 (no
-trained SuperNet is used here), so served accuracy is in proxy units.
+trained SuperNet is used here), so served accuracy is in proxy units — every accuracy column and
+difference below is labelled "proxy (log-linear in MACs)", and the JSON summaries carry
+``accuracy_label``.
 
 Streams (``ws_sushi.reference_phases``, three cycles of five phases, about ``--queries-per-phase``
 queries per phase, Poisson arrivals at 0.3 × the slowest SubNet's rate, twice that in the burst
@@ -50,6 +52,7 @@ from ws_sushi import (
     supernet_subgraph,
     uniform_subnets,
 )
+from ws_sushi.accuracy import PROXY_LABEL
 
 SETTINGS = {
     "fpga4": ("ws_ofa_mbv3_100", 1000, "zcu104", 4),
@@ -123,6 +126,8 @@ def main() -> None:
 
     print(f"# SUSHI SGS benchmark — {platform.machine()} {platform.processor() or ''}, Python "
           f"{platform.python_version()}, torch {torch.__version__}, numpy {np.__version__}")
+    print(f"\nAccuracy: {PROXY_LABEL} between 0.70 and 0.77 for all tables below — it orders SubNets by MACs; "
+          f"its differences are not measured accuracy points.")
     goal_hits, dump = [], {}
     for key in [k.strip() for k in args.settings.split(",") if k.strip()]:
         model, classes, hardware, bits = SETTINGS[key]
@@ -153,8 +158,9 @@ def main() -> None:
             base = summaries["no-cache"]
             print(f"\n### stream {stream_name}: {len(stream)} queries over {stream.duration_s:.1f} s "
                   f"(simulated in {sim_s:.1f} s)\n")
-            print("| policy   |  mean ms |   p99 ms | SLO met | accuracy | off-chip mJ | cache updates "
-                  "| Δ mean latency | Δ off-chip energy | Δ accuracy (points) |")
+            acc_label = summaries["no-cache"]["accuracy_label"]
+            print(f"| policy   |  mean ms |   p99 ms | SLO met | accuracy, {acc_label} | off-chip mJ | cache updates "
+                  f"| Δ mean latency | Δ off-chip energy | Δ accuracy (points), {acc_label} |")
             print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
             for name, s in summaries.items():
                 print(_row(name, s, None if name == "no-cache" else base))

@@ -190,3 +190,12 @@ def test_callback_state_round_trip():
     a, b = restored._optimizer.state_dict()["state"], state["arch_optimizer"]["state"]
     assert a.keys() == b.keys() and all(torch.equal(a[k]["exp_avg"], b[k]["exp_avg"]) for k in a)
     assert search.state_key != NablaQDARTS(complexity_weight=1.0).state_key
+
+
+def test_partial_channels_default_is_nabla_qdarts_k4_where_the_width_allows():
+    small = dict(in_chans=1, input_size=8, layers=3, steps=2, multiplier=2, bits=None)
+    # ∇QDARTS on CIFAR: K = 4 (C = 16: 4 channels through each mixed op); C / K must be even (FactorizedReduce)
+    assert SearchModule(C=16, **small).network.partial_channels == 4
+    assert SearchModule(C=8, **small).network.partial_channels == 4
+    assert SearchModule(C=4, **small).network.partial_channels == 2  # 4 / 4 = 1 is odd: the largest K that fits
+    assert SearchModule(C=4, partial_channels=1, **small).network.partial_channels == 1  # explicit K is kept

@@ -33,7 +33,7 @@ class RankRecorder(Callback):
 @pytest.mark.skipif(sys.platform != "linux" or "fork" not in multiprocessing.get_all_start_methods(),
                     reason="forks two CPU training processes (Lightning's ddp_fork start method needs fork)")
 def test_ddp_ranks_train_the_same_subnets_and_stay_in_sync(kit, tmp_path):
-    policy = DelayedEpsilonShrinking(warmup_fraction=0.25, ramp_fraction=0.5)
+    policy = DelayedEpsilonShrinking(warmup_fraction=0.75, ramp_fraction=0.5)
     strategy = DDPStrategy(find_unused_parameters=True, start_method="fork", process_group_backend="gloo")
     trainer = kit.trainer(callbacks=[policy, RankRecorder(tmp_path)], max_steps=4, devices=2, strategy=strategy)
     trainer.fit(kit.module(), kit.data())

@@ -23,9 +23,9 @@ def _flat(losses):
 
 
 def _des():
-    # 4 steps, 2 per epoch: switch (and channel sort) at step 1, ε ramp over steps 1–2; the checkpoint after
-    # epoch 0 is mid-ramp
-    return DelayedEpsilonShrinking(warmup_fraction=0.25, ramp_fraction=0.5)
+    # 4 steps, 2 per epoch: T_w = 3, ε ramp over steps 1–2 (SubNets join and channels sorted at step 1);
+    # the checkpoint after epoch 0 is mid-ramp
+    return DelayedEpsilonShrinking(warmup_fraction=0.75, ramp_fraction=0.5)
 
 
 def _ps():

@@ -23,7 +23,8 @@ from ws_serve import Profile
         ({"backend": "tensorrt"}, r"backend must be one of \['auto', 'onnxruntime', 'eager', 'compile'\], "
                                   r"got 'tensorrt'"),
         ({"repeats": 0}, r"repeats must be an int >= 1, got 0"),
-        ({"warmup_fraction": 1.0}, r"warmup_fraction must be in \[0, 1\), got 1.0"),
+        ({"warmup_fraction": 0.95}, r"warmup_fraction must be in \[0, 0.9\) \(the ε ramp takes 0.1 of the steps "
+                                    r"after it\), got 0.95"),
         ({"epochs": 0}, r"epochs must be an int >= 1, got 0"),
         ({"served_subnets": 2.5}, r"served_subnets must be an int >= 1, got 2.5"),
         ({"train_size": 10}, r"train_size must be None or an int >= batch_size \(128\), got 10"),

@@ -44,6 +44,9 @@ __all__ = ["PipelineConfig", "PipelineResult", "ServingRun", "SubNetResult", "Tr
 
 DATASETS = ("fashion_mnist", "digits", "cifar10")
 BACKENDS = ("auto", "onnxruntime", "eager", "compile")
+#: the share of the training steps over which DεS's ε ramp brings the SubNets in, right after the
+#: full-model warm-up (``warmup_fraction``); the switch T_w, where they reach full weight, follows it
+EPSILON_RAMP_FRACTION = 0.1
 
 
 # Configuration ---------------------------------------------------------------------------------------
@@ -56,7 +59,8 @@ class PipelineConfig:
     offline by ``make data``, with torchvision's download tried first when ``download``; ``digits``:
     scikit-learn's digits, bundled; ``cifar10``: torchvision's files, downloaded only with ``download``)
     on ``train_size`` training images for ``epochs`` with Delayed ε-Shrinking (the full model alone for
-    ``warmup_fraction`` of the steps, then max + min + ``num_random`` random SubNets per step).
+    ``warmup_fraction`` of the steps, then max + min + ``num_random`` random SubNets per step, their
+    gradient weight ramped up over the next :data:`EPSILON_RAMP_FRACTION` of the steps).
     Search: ``candidates`` SubNets besides the min and max, each after BN recalibration on
     ``bn_batches`` training batches, scored on the validation split; ``served_subnets`` of the
     validation Pareto front are served.
@@ -130,8 +134,10 @@ class PipelineConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-        if not (isinstance(self.warmup_fraction, (int, float)) and 0 <= self.warmup_fraction < 1):
-            raise ValueError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction!r}")
+        warmup_max = 1 - EPSILON_RAMP_FRACTION
+        if not (isinstance(self.warmup_fraction, (int, float)) and 0 <= self.warmup_fraction < warmup_max):
+            raise ValueError(f"warmup_fraction must be in [0, {warmup_max:g}) (the ε ramp takes "
+                             f"{EPSILON_RAMP_FRACTION:g} of the steps after it), got {self.warmup_fraction!r}")
         if not (isinstance(self.cv2, (int, float)) and math.isfinite(self.cv2) and self.cv2 >= 0):
             raise ValueError(f"cv2 must be a finite number >= 0, got {self.cv2!r}")
         if self.slo_ms is not None and not (math.isfinite(self.slo_ms) and self.slo_ms > 0):
@@ -321,7 +327,9 @@ def train_supernet(cfg: PipelineConfig, datamodule, run_dir: Path,
     with _quiet_third_parties():
         trainer = L.Trainer(
             max_epochs=cfg.epochs,
-            callbacks=[DelayedEpsilonShrinking(warmup_fraction=cfg.warmup_fraction, num_random=cfg.num_random,
+            # DεS's switch T_w comes after the full-model warm-up and the ε ramp that ends at it
+            callbacks=[DelayedEpsilonShrinking(warmup_fraction=cfg.warmup_fraction + EPSILON_RAMP_FRACTION,
+                                               ramp_fraction=EPSILON_RAMP_FRACTION, num_random=cfg.num_random,
                                                seed=cfg.seed)]
                       + ([] if bar else [_progress_callback(say)]),
             logger=CSVLogger(run_dir, name="lightning", version=""),

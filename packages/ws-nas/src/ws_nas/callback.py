@@ -16,6 +16,11 @@ held-out split, minimising the held-out cross-entropy:
 
 Training batches must be ``{"train": (x, y), "held_out": (x, y)}``
 (:class:`~ws_nas.data.ImageClassificationData` with ``held_out_fraction`` set).
+
+Distributed training (DDP): each rank computes the architecture gradient on its own held-out batch;
+the gradients are averaged across ranks (:func:`average_across_ranks`, one all-reduce) before the
+Adam step, so ``α``/``β`` — and Adam's moments — stay identical on every rank, as the weights do
+under DDP; the step then follows the gradient of the global held-out batch.
 Plain DARTS is this callback with ``complexity_weight=0`` on a network without precision mixtures
 (``bits=None``) or with one fixed bit-width.
 
@@ -37,6 +42,7 @@ from typing import Any
 
 import lightning as L
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor
@@ -45,7 +51,29 @@ from torch.func import functional_call
 from .genotype import Genotype
 from .supernet import CellSuperNet, MixedOp
 
-__all__ = ["NablaQDARTS"]
+__all__ = ["NablaQDARTS", "average_across_ranks"]
+
+
+def average_across_ranks(tensors: Sequence[Tensor]) -> list[Tensor]:
+    """The element-wise mean of ``tensors`` over all ranks when ``torch.distributed`` is initialised with
+    more than one process (one all-reduce of the flattened tensors); the tensors themselves otherwise.
+
+    Example::
+
+        >>> average_across_ranks([torch.ones(2)])       # a single process: unchanged
+        [tensor([1., 1.])]
+    """
+    tensors = list(tensors)
+    if not tensors or not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return tensors
+    flat = torch.cat([t.detach().reshape(-1) for t in tensors])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    flat /= dist.get_world_size()
+    out, offset = [], 0
+    for t in tensors:
+        out.append(flat[offset:offset + t.numel()].view_as(t))
+        offset += t.numel()
+    return out
 
 
 class NablaQDARTS(Callback):
@@ -158,8 +186,10 @@ class NablaQDARTS(Callback):
             x, y = batch["held_out"]
             loss = F.cross_entropy(net(x), y)
             grads = torch.autograd.grad(loss, arch)
+        # DDP: every rank has its own held-out batch; average before the step or α, β diverge across ranks
+        grads = average_across_ranks([g.detach() for g in grads])
         for p, g in zip(arch, grads):
-            p.grad = g.detach()
+            p.grad = g
         self._optimizer.step()
         self._optimizer.zero_grad(set_to_none=True)
         self.arch_steps += 1

@@ -9,6 +9,9 @@ expected bits), float layers count as 32 × 32. Two totals are reported:
 * ``cell_bitops`` — the layers inside the cells (``cells.*``), the ∇QDARTS convention (its BitOps
   skip the float stem and classifier); compare it with the same figure of the fp32 network.
 
+:func:`bitops_breakdown` splits the whole-network count into stem + cells + head, so a headline
+reduction measured on the cells alone can be shown next to the whole network's.
+
 Model size is the parameter storage in bits: quantized weights at their bit-width, every other
 parameter (stem, BN affine, classifier, biases) at 32 bits.
 """
@@ -24,7 +27,7 @@ from torch import nn
 
 from .quant import MixedQuantConv2d
 
-__all__ = ["CostReport", "LayerCost", "cost_report", "layer_costs"]
+__all__ = ["BitOpsBreakdown", "CostReport", "LayerCost", "bitops_breakdown", "cost_report", "layer_costs"]
 
 FLOAT_BITS = 32
 
@@ -139,3 +142,50 @@ def cost_report(model: nn.Module, input_size: int | Sequence[int], in_chans: int
         mean_weight_bits=sum(lc.macs * lc.weight_bits for lc in cells) / cell_macs if cell_macs else float("nan"),
         mean_act_bits=sum(lc.macs * lc.act_bits for lc in cells) / cell_macs if cell_macs else float("nan"),
     )
+
+
+@dataclass(frozen=True)
+class BitOpsBreakdown:
+    """Whole-network BitOps per sample, split by where the layers sit.
+
+    Attributes:
+        stem: the layers under ``stem.`` (float in ∇QDARTS: 32 × 32 bits).
+        cells: the layers under ``cells.`` — the ∇QDARTS headline figure.
+        head: every other layer (the classifier; an auxiliary head if any).
+    """
+
+    stem: float
+    cells: float
+    head: float
+
+    @property
+    def total(self) -> float:
+        """The whole network: stem + cells + head."""
+        return self.stem + self.cells + self.head
+
+    def to_dict(self) -> dict[str, float]:
+        return {**asdict(self), "total": self.total}
+
+
+def bitops_breakdown(model: nn.Module, input_size: int | Sequence[int], in_chans: int | None = None,
+                     stem_prefix: str = "stem.", cell_prefix: str = "cells.") -> BitOpsBreakdown:
+    """BitOps of the whole network (stem + cells + head) for one sample at ``input_size``.
+
+    Every conv / linear layer that runs counts ``MACs × weight bits × activation bits`` (float layers at
+    32 × 32, :func:`layer_costs`); layers are assigned by name: ``stem_prefix``, ``cell_prefix``, the rest
+    is the head. ``total`` equals :func:`cost_report`'s ``bitops``, ``cells`` its ``cell_bitops``.
+
+    Example::
+
+        >>> b = bitops_breakdown(net, 32)                      # doctest: +SKIP
+        >>> b.cells / b.total                                  # doctest: +SKIP
+    """
+    stem = cells = head = 0.0
+    for lc in layer_costs(model, input_size, in_chans):
+        if lc.name.startswith(stem_prefix):
+            stem += lc.bitops
+        elif lc.name.startswith(cell_prefix):
+            cells += lc.bitops
+        else:
+            head += lc.bitops
+    return BitOpsBreakdown(stem, cells, head)

@@ -84,6 +84,9 @@ class SearchModule(_Classifier):
     Args:
         num_classes, in_chans, C, layers, steps, multiplier, stem_multiplier, primitives, bits,
             partial_channels, edge_normalization: the :class:`CellSuperNet`.
+        partial_channels: PC-DARTS's ``K`` (1/K of the channels through each mixed op). ``None``: ∇QDARTS's
+            CIFAR setting ``K = 4``, or for networks too narrow for it (``C / K`` must be even) the largest
+            of 2, 1 that fits (e.g. ``C = 4`` → 2).
         input_size: image height = width (for the MACs behind the complexity term).
         lr: initial learning rate of the weights (∇QDARTS: 0.1; DARTS: 0.025), cosine-annealed to ``min_lr``.
         min_lr: final learning rate of the weights.
@@ -110,7 +113,7 @@ class SearchModule(_Classifier):
         stem_multiplier: int = 3,
         primitives: Sequence[str] | None = None,
         bits: Sequence[int] | None = (2, 4),
-        partial_channels: int = 1,
+        partial_channels: int | None = None,
         edge_normalization: bool = False,
         lr: float = 0.1,
         min_lr: float = 0.0,
@@ -128,6 +131,8 @@ class SearchModule(_Classifier):
                         ("precision_weight_decay", precision_weight_decay), ("grad_clip", grad_clip)):
             _positive(name, v, allow_zero=True)
         self.save_hyperparameters()
+        if partial_channels is None:  # ∇QDARTS / PC-DARTS on CIFAR: K = 4 (ImageNet: 2)
+            partial_channels = next((k for k in (4, 2, 1) if C % k == 0 and (C // k) % 2 == 0), 1)
         self.network = CellSuperNet(
             num_classes=num_classes, C=C, layers=layers, steps=steps, multiplier=multiplier,
             stem_multiplier=stem_multiplier, in_chans=in_chans, primitives=primitives,

@@ -10,6 +10,11 @@ caller's choice, recorded in the table's ``source``:
   log-linearly in MACs between two given end points (:meth:`AccuracyTable.log_macs_proxy`). A proxy
   only orders SubNets by capacity; served accuracies computed from it are in proxy units.
 
+Every number derived from a table carries its :attr:`AccuracyTable.label` wherever ws-sushi prints or
+reports it (``format_summary``, ``SimulationResult.summary()["accuracy_label"]``, the table's JSON):
+``"measured"``, ``"predicted"`` or ``"proxy (log-linear in MACs)"`` — a proxy's "+1 point" is a
+difference of interpolated MACs, not of accuracy.
+
 The table is a mapping ``SubNet id → accuracy``; its configs are the scheduler's candidate SubNets.
 It round-trips through JSON::
 
@@ -34,9 +39,12 @@ from typing import Any
 
 from ws_core import CostModel, SearchSpace, SubNetConfig
 
-__all__ = ["AccuracyTable", "uniform_subnets"]
+__all__ = ["ACCURACY_LABELS", "PROXY_LABEL", "AccuracyTable", "uniform_subnets"]
 
 _SOURCES = ("measured", "predictor", "proxy")
+#: How accuracies of each source are labelled in printed and reported results.
+PROXY_LABEL = "proxy (log-linear in MACs)"
+ACCURACY_LABELS = {"measured": "measured", "predictor": "predicted", "proxy": PROXY_LABEL}
 
 
 class AccuracyTable(Mapping):
@@ -90,6 +98,12 @@ class AccuracyTable(Mapping):
         return f"AccuracyTable({len(self)} SubNets, metric={self.metric!r}, source={self.source!r})"
 
     @property
+    def label(self) -> str:
+        """What the numbers are, for printed and reported results: ``"measured"``, ``"predicted"`` or
+        ``"proxy (log-linear in MACs)"`` (ws-sushi's only proxy is :meth:`log_macs_proxy`)."""
+        return ACCURACY_LABELS[self.source]
+
+    @property
     def configs(self) -> list[SubNetConfig]:
         """The candidate SubNets, in insertion order."""
         return list(self._configs.values())
@@ -140,7 +154,7 @@ class AccuracyTable(Mapping):
         low: float,
         high: float,
         input_size: Sequence[int] | int | None = None,
-        metric: str = "top1 (proxy)",
+        metric: str = f"top1, {PROXY_LABEL}",
     ) -> AccuracyTable:
         """A stand-in table: ``low`` at the fewest MACs of ``configs``, ``high`` at the most, log-linear between.
 
@@ -158,7 +172,7 @@ class AccuracyTable(Mapping):
 
     # Serialisation ------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return {"metric": self.metric, "source": self.source,
+        return {"metric": self.metric, "source": self.source, "label": self.label,
                 "entries": [{"id": sid, "config": cfg.to_dict(), "accuracy": self._acc[sid]}
                             for sid, cfg in self._configs.items()]}
 

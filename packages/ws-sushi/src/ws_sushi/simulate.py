@@ -124,6 +124,9 @@ class SimulationResult:
     cached_bytes: np.ndarray
     profile: HardwareProfile
     extra: dict[str, Any] = field(default_factory=dict)
+    #: what ``accuracy`` is (:attr:`AccuracyTable.label`): ``"measured"``, ``"predicted"`` or
+    #: ``"proxy (log-linear in MACs)"``; ``"unlabelled"`` for a system built without a table.
+    accuracy_label: str = "unlabelled"
 
     @property
     def latency_s(self) -> np.ndarray:
@@ -149,8 +152,9 @@ class SimulationResult:
         return (float(self.macs.sum()) * p.energy_pj_per_mac + float(self.weight_bytes.sum())
                 * p.energy_pj_per_onchip_byte) * 1e-12 + self.offchip_energy_j
 
-    def summary(self) -> dict[str, float]:
-        """Headline numbers (milliseconds, millijoules, megabytes)."""
+    def summary(self) -> dict[str, Any]:
+        """Headline numbers (milliseconds, millijoules, megabytes); ``accuracy_label`` says what
+        ``served_accuracy`` is (a proxy's is in proxy units, not an accuracy)."""
         lat = self.latency_s * 1e3
         n = len(lat)
         return {
@@ -161,6 +165,7 @@ class SimulationResult:
             "mean_service_ms": float(self.service_s.mean() * 1e3),
             "slo_attainment": float(self.met.mean()),
             "served_accuracy": float(self.accuracy.mean()),
+            "accuracy_label": self.accuracy_label,
             "offchip_mb": self.offchip_bytes / 1e6,
             "offchip_energy_mj": self.offchip_energy_j * 1e3,
             "offchip_energy_per_query_uj": self.offchip_energy_j * 1e6 / n,
@@ -225,6 +230,7 @@ def simulate(
         policy.name, subnet, stream.arrival_s.copy(), start, finish, service, stream.latency_target_s.copy(),
         accuracy[subnet], fetched, costs.total_macs[subnet], costs.weight_bytes[subnet], updates, fill,
         cached_bytes, system.accel.profile,
+        accuracy_label=system.table.label if system.table is not None else "unlabelled",
     )
 
 
@@ -242,10 +248,13 @@ def compare_policies(
 
 
 def format_summary(results: Mapping[str, SimulationResult], baseline: str = "no-cache") -> str:
-    """A plain-text table of :meth:`SimulationResult.summary` per policy, with changes relative to ``baseline``."""
+    """A plain-text table of :meth:`SimulationResult.summary` per policy, with changes relative to ``baseline``;
+    a last line says what the accuracy column is (``accuracy: proxy (log-linear in MACs)`` for a proxy table)."""
     rows = {name: r.summary() for name, r in results.items()}
     base = rows.get(baseline)
-    header = (f"{'policy':<10} {'mean ms':>9} {'p99 ms':>9} {'SLO met':>8} {'accuracy':>9} "
+    labels = sorted({s["accuracy_label"] for s in rows.values()})
+    acc = "proxy acc" if any(label.startswith("proxy") for label in labels) else "accuracy"
+    header = (f"{'policy':<10} {'mean ms':>9} {'p99 ms':>9} {'SLO met':>8} {acc:>9} "
               f"{'off-chip mJ':>12} {'change vs ' + baseline:>30} {'updates':>8}")
     lines = [header, "-" * len(header)]
     for name, s in rows.items():
@@ -256,4 +265,5 @@ def format_summary(results: Mapping[str, SimulationResult], baseline: str = "no-
             rel = f"latency {dl:+.1%} energy {de:+.1%}"
         lines.append(f"{name:<10} {s['mean_latency_ms']:>9.3f} {s['p99_latency_ms']:>9.3f} {s['slo_attainment']:>8.3f} "
                      f"{s['served_accuracy']:>9.4f} {s['offchip_energy_mj']:>12.3f} {rel:>30} {s['cache_updates']:>8}")
+    lines.append(f"{acc}: {', '.join(labels)}")
     return "\n".join(lines)

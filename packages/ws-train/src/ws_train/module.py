@@ -277,6 +277,8 @@ class SuperNetModule(L.LightningModule):
                 self.manual_backward(loss * task.weight)
                 losses.append(loss.detach())
         self.supernet.activate(self.supernet.space.max())
+        if self.policy is not None:  # DεpS's gradient aggregation over the SubNets (sum: left as accumulated)
+            self.policy.aggregate_gradients(self.supernet, tasks)
         if hp.grad_clip_norm is not None:
             self.clip_gradients(opt, gradient_clip_val=hp.grad_clip_norm, gradient_clip_algorithm="norm")
         lr = float(sched.get_last_lr()[0])
