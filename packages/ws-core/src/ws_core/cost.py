@@ -4,7 +4,11 @@
   size of every conv/linear output once per resolution (spatial sizes do not depend on widths,
   kernels or depth), then sums ``numel(active weight) × output positions`` over the layers the SubNet
   runs — a fraction of a millisecond per SubNet, fast enough for evolutionary search.
-  Parameters equal those of ``extract(cfg)``; MACs count conv and linear layers (the usual convention).
+  Parameters equal those of ``extract(cfg)``; MACs count conv and linear layers (the usual convention)
+  and, for attention layers (modules with an ``attention_macs(tokens)`` method, e.g.
+  :class:`~ws_core.elastic.ElasticAttention`), the sequence-length term of ``q kᵀ`` and ``A v``
+  (``2 · N² · heads · head_dim``), which no linear layer contains. A linear layer applied to tokens
+  ``[B, N, C]`` counts ``N`` output positions.
 * :func:`profile_latency` measures SubNet × batch size latency on a device (warm-up, CUDA
   synchronisation; ``rounds`` sweeps over the whole table, each a median over ``repeats`` timed
   forwards, keeping the minimum median across rounds) and returns a JSON-serialisable :class:`LatencyTable`.
@@ -42,6 +46,11 @@ __all__ = [
 _COMPUTE = (nn.Conv2d, nn.Linear)
 
 
+def _is_attention(module: nn.Module) -> bool:
+    """Attention layers add their ``q kᵀ`` / ``A v`` MACs through ``attention_macs(tokens)``."""
+    return callable(getattr(module, "attention_macs", None))
+
+
 def input_hw(
     net: SuperNet, cfg: Mapping[str, Any], input_size: Sequence[int] | int | None = None
 ) -> tuple[int, int]:
@@ -74,7 +83,9 @@ class CostModel:
         self._positions: dict[tuple[int, int], dict[str, int]] = {}
 
     def output_positions(self, hw: tuple[int, int]) -> dict[str, int]:
-        """Output positions (``H_out·W_out``; 1 for linear layers) of every conv/linear layer at input ``hw``.
+        """Output positions of every conv/linear layer at input ``hw``: ``H_out·W_out`` for convs, the
+        number of tokens for linear layers on ``[B, N, C]`` (1 on ``[B, C]``); for attention layers, the
+        sequence length ``N``.
 
         One forward of the largest SubNet at that size covers every SubNet; cached per ``hw``.
         """
@@ -86,13 +97,20 @@ class CostModel:
 
         def record(name):
             def hook(module, inputs, output):
-                channels = output.shape[1]
+                channels = output.shape[-1] if isinstance(module, nn.Linear) else output.shape[1]
                 positions[name] = output.numel() // (output.shape[0] * channels)
+            return hook
+
+        def record_tokens(name):
+            def hook(module, inputs, output):
+                positions[name] = inputs[0].shape[-2]
             return hook
 
         for name, module in net.named_modules():
             if isinstance(module, _COMPUTE):
                 hooks.append(module.register_forward_hook(record(name)))
+            elif _is_attention(module):
+                hooks.append(module.register_forward_hook(record_tokens(name)))
         cfg = net.space.max()
         if "resolution" in net.space:
             cfg = cfg.replace(resolution=net.space["resolution"].choices[-1])
@@ -119,11 +137,17 @@ class CostModel:
                 yield name, module, {n: tuple(p.shape) for n, p in module._parameters.items() if p is not None}
 
     def layer_macs(self, cfg: Mapping[str, Any] | SubNetConfig | None = None) -> dict[str, int]:
-        """MACs of every conv/linear layer SubNet ``cfg`` runs, in execution order, by module name."""
+        """MACs of every conv/linear layer SubNet ``cfg`` runs, in execution order, by module name; an
+        attention layer's entry (its own name) holds its ``q kᵀ`` and ``A v`` MACs."""
         with self.net.subnet(cfg) as canonical:
             positions = self.output_positions(input_hw(self.net, canonical, self.input_size))
-            return {name: math.prod(shapes["weight"]) * positions[name]
-                    for name, module, shapes in self._active_shapes() if isinstance(module, _COMPUTE)}
+            out = {}
+            for name, module, shapes in self._active_shapes():
+                if isinstance(module, _COMPUTE):
+                    out[name] = math.prod(shapes["weight"]) * positions[name]
+                elif _is_attention(module):
+                    out[name] = module.attention_macs(positions[name])
+            return out
 
     def macs(self, cfg: Mapping[str, Any] | SubNetConfig | None = None) -> int:
         """Multiply-accumulates of one forward of one sample through SubNet ``cfg``."""

@@ -19,6 +19,33 @@ layer                         rule
 :class:`ElasticStage`         elastic depth: run the first ``active_depth`` blocks
 ============================  ==========================================================================
 
+Transformer layers (ViT; the elastic dimensions of AutoFormer, Chen et al., ICCV 2021 — embedding dim,
+heads and MLP ratio per block, depth — with DynaBERT's / MatFormer's leading-slice sharing):
+
+==============================  ========================================================================
+layer                           rule
+==============================  ========================================================================
+:class:`ElasticLayerNorm`       elastic embedding dim: ``weight/bias[:d]``; statistics are per token over
+                                the active ``d`` channels, so there is nothing to recalibrate
+:class:`ElasticPositionEmbedding`  class token and position embedding ``[..., :d]`` (the patch embedding
+                                is an :class:`ElasticConv2d` with ``padding=0``)
+:class:`ElasticAttention`       elastic heads: the leading ``h`` heads of ``head_dim`` each — rows
+                                ``[:h·head_dim]`` of ``q_proj``/``k_proj``/``v_proj``, columns of ``proj``;
+                                the head dim and the scale ``head_dim^-1/2`` stay fixed
+:class:`ElasticMlp`             elastic hidden width: ``fc1`` rows / ``fc2`` columns ``[:hidden]``
+                                (MatFormer's nested FFN neurons)
+:class:`ElasticStage`           elastic depth: the first ``d`` blocks, as OFA (and AutoFormer) — a
+                                shallower SubNet is a prefix of a deeper one. DynaBERT instead drops
+                                evenly spaced layers (LayerDrop's "every other" rule); that does not
+                                nest and is not what ws-core's ``depth`` dimension means.
+==============================  ========================================================================
+
+Heads and hidden neurons are importance-sorted like OFA's channels (``sort_channels``): the L1 norm of
+each head's (neuron's) columns of the next projection, ``proj`` (``fc2``), ranks them, and the rows of
+``q/k/v_proj`` (``fc1``) and the columns of ``proj`` (``fc2``) are permuted alike, so the max net's
+function is unchanged. DynaBERT ranks heads and neurons by loss sensitivity on data instead; the
+permutation is the same.
+
 Each leaf layer also answers three questions the rest of ws-core asks generically:
 ``active_slices()`` (which region of each tensor the active setting reads), ``active_parameter_shapes()``
 (the parameter shapes of the equivalent static layer) and ``to_static()`` (that static layer, with the
@@ -35,14 +62,19 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
+    "ElasticAttention",
     "ElasticBatchNorm2d",
     "ElasticBlock",
     "ElasticConv2d",
     "ElasticDepthwiseConv2d",
+    "ElasticLayerNorm",
     "ElasticLinear",
+    "ElasticMlp",
     "ElasticModule",
+    "ElasticPositionEmbedding",
     "ElasticSqueezeExcite",
     "ElasticStage",
+    "PositionEmbedding",
     "centre_slice",
     "depthwise_conv2d",
     "l1_importance",
@@ -134,15 +166,18 @@ class ElasticModule:
 class ElasticConv2d(ElasticModule, nn.Conv2d):
     """A dense conv whose active weight is ``weight[:active_out_channels, :active_in_channels]``.
 
-    Padding is ``kernel_size // 2`` ("same" for odd kernels), as in OFA.
+    Padding is ``kernel_size // 2`` ("same" for odd kernels), as in OFA, unless ``padding`` is given
+    (a ViT's patch embedding: kernel = stride = patch size, padding 0).
     """
 
     active_attrs = ("active_in_channels", "active_out_channels")
 
     def __init__(
-        self, in_channels: int, out_channels: int, kernel_size: int = 1, stride: int = 1, bias: bool = False
+        self, in_channels: int, out_channels: int, kernel_size: int = 1, stride: int = 1, bias: bool = False,
+        padding: int | None = None,
     ) -> None:
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding=kernel_size // 2, bias=bias)
+        padding = kernel_size // 2 if padding is None else padding
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding=padding, bias=bias)
         self.active_in_channels = in_channels
         self.active_out_channels = out_channels
 
@@ -484,6 +519,234 @@ class ElasticStage(nn.Module):
 
     def extra_repr(self) -> str:
         return f"active_depth={self.active_depth}"
+
+
+# Transformer layers ------------------------------------------------------------------------------
+
+class ElasticLayerNorm(ElasticModule, nn.LayerNorm):
+    """LayerNorm over the leading ``active_num_features`` channels (elastic embedding dim).
+
+    Statistics are computed per token over the active channels; only the affine ``weight[:d]`` /
+    ``bias[:d]`` are shared slices, so unlike BatchNorm a SubNet needs no recalibration.
+    """
+
+    active_attrs = ("active_num_features",)
+
+    def __init__(self, num_features: int, eps: float = 1e-6, bias: bool = True) -> None:
+        super().__init__(num_features, eps=eps, bias=bias)
+        self.active_num_features = num_features
+
+    def configure(self, num_features: int) -> None:
+        _fast_set(self, "active_num_features", num_features)
+
+    def forward(self, x: Tensor) -> Tensor:
+        d = self.active_num_features
+        weight = None if self.weight is None else self.weight[:d]
+        bias = None if self.bias is None else self.bias[:d]
+        return F.layer_norm(x, (d,), weight, bias, self.eps)
+
+    def active_slices(self) -> dict[str, Slices]:
+        c = (slice(0, self.active_num_features),)
+        return {name: c for name in ("weight", "bias") if getattr(self, name) is not None}
+
+    def active_parameter_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {name: (self.active_num_features,) for name in ("weight", "bias") if getattr(self, name) is not None}
+
+    def to_static(self) -> nn.LayerNorm:
+        d = self.active_num_features
+        ref = self.weight if self.weight is not None else None
+        norm = nn.LayerNorm(d, eps=self.eps, elementwise_affine=self.elementwise_affine, bias=self.bias is not None,
+                            device=None if ref is None else ref.device, dtype=None if ref is None else ref.dtype)
+        with torch.no_grad():
+            if self.weight is not None:
+                norm.weight.copy_(self.weight[:d])
+            if self.bias is not None:
+                norm.bias.copy_(self.bias[:d])
+        return norm
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", active={self.active_num_features}"
+
+
+class PositionEmbedding(nn.Module):
+    """Patch-embedding map → tokens: ``[B, D, H, W]`` → ``[B, 1 + H·W, D]`` with a class token in front
+    and a learned position embedding added (timm ``VisionTransformer._pos_embed``, ``class_token=True``).
+    """
+
+    num_prefix_tokens = 1
+
+    def __init__(self, embed_dim: int, num_patches: int, device=None, dtype=None) -> None:
+        super().__init__()
+        self.embed_dim, self.num_patches = embed_dim, num_patches
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim, device=device, dtype=dtype))
+        self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + 1, embed_dim, device=device, dtype=dtype))
+
+    def _embed(self, x: Tensor, cls_token: Tensor, pos_embed: Tensor) -> Tensor:
+        if x.dim() == 4:
+            x = x.flatten(2).transpose(1, 2)
+        if x.shape[1] != self.num_patches:
+            raise ValueError(f"{type(self).__name__}: expected {self.num_patches} patches, got {x.shape[1]} "
+                             f"(the input size must be the one the position embedding was built for)")
+        x = torch.cat([cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+        return x + pos_embed
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self._embed(x, self.cls_token, self.pos_embed)
+
+    def extra_repr(self) -> str:
+        return f"embed_dim={self.embed_dim}, num_patches={self.num_patches}"
+
+
+class ElasticPositionEmbedding(ElasticModule, PositionEmbedding):
+    """:class:`PositionEmbedding` with an elastic embedding dim: ``cls_token[..., :d]``, ``pos_embed[..., :d]``."""
+
+    active_attrs = ("active_embed_dim",)
+
+    def __init__(self, embed_dim: int, num_patches: int) -> None:
+        super().__init__(embed_dim, num_patches)
+        self.active_embed_dim = embed_dim
+
+    def configure(self, embed_dim: int) -> None:
+        _fast_set(self, "active_embed_dim", embed_dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        d = self.active_embed_dim
+        return self._embed(x, self.cls_token[..., :d], self.pos_embed[..., :d])
+
+    def active_slices(self) -> dict[str, Slices]:
+        d = slice(0, self.active_embed_dim)
+        return {"cls_token": (slice(0, 1), slice(0, 1), d),
+                "pos_embed": (slice(0, 1), slice(0, self.num_patches + 1), d)}
+
+    def active_parameter_shapes(self) -> dict[str, tuple[int, ...]]:
+        d = self.active_embed_dim
+        return {"cls_token": (1, 1, d), "pos_embed": (1, self.num_patches + 1, d)}
+
+    def to_static(self) -> PositionEmbedding:
+        d = self.active_embed_dim
+        static = PositionEmbedding(d, self.num_patches, device=self.pos_embed.device, dtype=self.pos_embed.dtype)
+        with torch.no_grad():
+            static.cls_token.copy_(self.cls_token[..., :d])
+            static.pos_embed.copy_(self.pos_embed[..., :d])
+        return static
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", active={self.active_embed_dim}"
+
+
+def _active_out(linear: nn.Linear) -> int:
+    return linear.__dict__.get("active_out_features", linear.out_features)
+
+
+class ElasticAttention(nn.Module):
+    """Multi-head self-attention with an elastic number of heads and an elastic embedding dim.
+
+    ``q_proj``, ``k_proj``, ``v_proj`` (``dim → heads·head_dim``) and ``proj`` (``heads·head_dim → dim``) are
+    :class:`ElasticLinear`; a SubNet with ``h`` heads reads the leading ``h·head_dim`` rows of the first
+    three and columns of ``proj`` — the leading heads, each of them whole. The number of heads is read
+    from ``q_proj``'s active width, so this module holds no active setting of its own. Separate q/k/v
+    projections (timm's ``qkv`` split in three) keep every head's rows a leading slice.
+
+    Args:
+        dim: max embedding dim.
+        num_heads: max heads.
+        head_dim: per-head dim (default ``dim // num_heads``); fixed across SubNets, as in AutoFormer.
+        qkv_bias: biases on ``q/k/v_proj``.
+        head_choices: the allowed head counts (for nested sorting); default ``(num_heads,)``.
+    """
+
+    def __init__(self, dim: int, num_heads: int, head_dim: int | None = None, qkv_bias: bool = True,
+                 head_choices: Sequence[int] | None = None) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = head_dim if head_dim is not None else dim // num_heads
+        if self.head_dim < 1:
+            raise ValueError(f"ElasticAttention: head_dim must be >= 1, got {self.head_dim} (dim={dim}, "
+                             f"num_heads={num_heads})")
+        self.head_choices = tuple(sorted(set(head_choices or (num_heads,))))
+        if self.head_choices[0] < 1 or self.head_choices[-1] > num_heads:
+            raise ValueError(f"ElasticAttention: head choices must be in [1, {num_heads}], "
+                             f"got {list(self.head_choices)}")
+        inner = num_heads * self.head_dim
+        self.q_proj = ElasticLinear(dim, inner, bias=qkv_bias)
+        self.k_proj = ElasticLinear(dim, inner, bias=qkv_bias)
+        self.v_proj = ElasticLinear(dim, inner, bias=qkv_bias)
+        self.proj = ElasticLinear(inner, dim)
+
+    def configure(self, dim: int, num_heads: int) -> None:
+        inner = num_heads * self.head_dim
+        self.q_proj.configure(dim, inner)
+        self.k_proj.configure(dim, inner)
+        self.v_proj.configure(dim, inner)
+        self.proj.configure(inner, dim)
+
+    @property
+    def active_heads(self) -> int:
+        """Heads of the active SubNet (from ``q_proj``'s active width)."""
+        return _active_out(self.q_proj) // self.head_dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, n, _ = x.shape
+        hd = self.head_dim
+        q = self.q_proj(x).view(b, n, -1, hd).transpose(1, 2)
+        k = self.k_proj(x).view(b, n, -1, hd).transpose(1, 2)
+        v = self.v_proj(x).view(b, n, -1, hd).transpose(1, 2)
+        x = F.scaled_dot_product_attention(q, k, v)  # softmax(q kᵀ / sqrt(head_dim)) v
+        return self.proj(x.transpose(1, 2).reshape(b, n, -1))
+
+    def attention_macs(self, tokens: int) -> int:
+        """MACs of ``q kᵀ`` and ``A v`` for the active heads over ``tokens`` tokens: ``2 · N² · h · head_dim``
+        (the sequence-length term the projections' MACs do not contain; ``ws_core.cost`` adds it)."""
+        return 2 * tokens * tokens * _active_out(self.q_proj)
+
+    def nested_widths(self) -> list[int]:
+        return list(self.head_choices)
+
+    def sort_channels(self, nested_widths: Sequence[int] = ()) -> None:
+        """Sort heads by the L1 norm of their columns of ``proj`` (function-preserving; OFA's rule per head).
+
+        ``nested_widths`` are head counts: heads stay within their nested groups.
+        """
+        hd = self.head_dim
+        importance = l1_importance(self.proj.weight, dim=1).view(self.num_heads, hd).sum(dim=1)
+        heads = sorted_order(importance, nested_widths)
+        idx = (heads[:, None] * hd + torch.arange(hd, device=heads.device)).reshape(-1)
+        for lin in (self.q_proj, self.k_proj, self.v_proj):
+            permute_channels_(lin, idx, dim=0)
+        permute_channels_(self.proj, idx, dim=1)
+
+    def extra_repr(self) -> str:
+        return f"num_heads={self.num_heads}, head_dim={self.head_dim}, head_choices={self.head_choices}"
+
+
+class ElasticMlp(nn.Module):
+    """Transformer MLP ``fc1 → GELU → fc2`` with an elastic hidden width (leading neurons, MatFormer) and an
+    elastic embedding dim; ``hidden_choices`` are the allowed hidden widths (for nested sorting)."""
+
+    def __init__(self, dim: int, hidden: int, hidden_choices: Sequence[int] | None = None) -> None:
+        super().__init__()
+        self.hidden_choices = tuple(sorted(set(hidden_choices or (hidden,))))
+        if self.hidden_choices[0] < 1 or self.hidden_choices[-1] > hidden:
+            raise ValueError(f"ElasticMlp: hidden widths must be in [1, {hidden}], got {list(self.hidden_choices)}")
+        self.fc1 = ElasticLinear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = ElasticLinear(hidden, dim)
+
+    def configure(self, dim: int, hidden: int) -> None:
+        self.fc1.configure(dim, hidden)
+        self.fc2.configure(hidden, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+    def nested_widths(self) -> list[int]:
+        return list(self.hidden_choices)
+
+    def sort_channels(self, nested_widths: Sequence[int] = ()) -> None:
+        """Sort hidden neurons by the L1 norm of their ``fc2`` columns (function-preserving)."""
+        idx = sorted_order(l1_importance(self.fc2.weight, dim=1), nested_widths)
+        permute_channels_(self.fc1, idx, dim=0)
+        permute_channels_(self.fc2, idx, dim=1)
 
 
 # Channel sorting ----------------------------------------------------------------------------------

@@ -2,5 +2,6 @@
 
 from .mobilenetv3 import MBConvBlock, OFAMobileNetV3
 from .resnet import BottleneckBlock, OFAResNet
+from .vit import ElasticVisionTransformer  # noqa: F401  (registers the ws_vit_* SuperNets)
 
 __all__ = ["BottleneckBlock", "MBConvBlock", "OFAMobileNetV3", "OFAResNet"]
