@@ -44,7 +44,12 @@ def _module(pdir: Path) -> str:
 
 
 def _static_version(pdir: Path) -> str:
-    """The string literal assigned to __version__ in the package's __init__.py (what setuptools reads)."""
+    """The package's version at its source: the static ``[project].version`` of a Flower App (ws-fed:
+    ``flwr run`` needs it there), else the string literal assigned to __version__ in its __init__.py
+    (what setuptools reads)."""
+    static = _project(pdir)["project"].get("version")
+    if static is not None:
+        return static
     init = pdir / "src" / _module(pdir) / "__init__.py"
     for node in ast.parse(init.read_text(encoding="utf-8")).body:
         if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "__version__" for t in node.targets):
@@ -119,10 +124,13 @@ def test_root_license_is_apache_2():
 @pytest.mark.parametrize("pdir", PACKAGE_DIRS, ids=lambda p: p.name)
 def test_version_single_sourced(pdir: Path):
     project, module = _project(pdir), _module(pdir)
-    assert "version" not in project["project"], f"{pdir.name}: version must be dynamic, got a static one"
-    assert "version" in project["project"].get("dynamic", []), f"{pdir.name}: 'version' missing from dynamic"
-    attr = project["tool"]["setuptools"]["dynamic"]["version"]
-    assert attr == {"attr": f"{module}.__version__"}, f"allowed {{attr = '{module}.__version__'}}, got {attr}"
+    if "version" in project["project"]:  # only a Flower App keeps it static; __version__ then reads the metadata
+        assert "flwr" in project.get("tool", {}), f"{pdir.name}: version must be dynamic, got a static one"
+        assert "version" not in project["project"].get("dynamic", []), f"{pdir.name}: version both static and dynamic"
+    else:
+        assert "version" in project["project"].get("dynamic", []), f"{pdir.name}: 'version' missing from dynamic"
+        attr = project["tool"]["setuptools"]["dynamic"]["version"]
+        assert attr == {"attr": f"{module}.__version__"}, f"allowed {{attr = '{module}.__version__'}}, got {attr}"
     source = _static_version(pdir)
     installed = importlib.metadata.version(project["project"]["name"])
     imported = importlib.import_module(module).__version__

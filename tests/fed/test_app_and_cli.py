@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import ws_fed
-from ws_fed.__main__ import main
+from ws_fed.cli import main
 
 APP_DIR = Path(__file__).resolve().parents[2] / "packages" / "ws-fed"
 
@@ -72,7 +72,7 @@ def test_public_api():
 
 
 @pytest.mark.parametrize("module", ["aggregation", "config", "federated", "inprocess", "partition", "payload",
-                                    "sandwich", "specialise", "strategy", "task", "client_app", "server_app"])
+                                    "sandwich", "specialise", "strategy", "task", "client_app", "server_app", "cli"])
 def test_every_module_declares_all(module):
     import importlib
 
@@ -84,7 +84,7 @@ def test_every_module_declares_all(module):
 
 def test_specialise_command_uses_the_checkpoints_seed(tmp_path, net, monkeypatch):
     """The seed fixes the validation/test split: by default the run's own, so no training data leaks in."""
-    import ws_fed.__main__ as cli
+    import ws_fed.cli as cli
     from ws_core.checkpoint import save_checkpoint
 
     ckpt = tmp_path / "supernet.safetensors"
@@ -98,7 +98,7 @@ def test_specialise_command_uses_the_checkpoints_seed(tmp_path, net, monkeypatch
 
 def test_independent_searches_reach_the_search(tmp_path, net, digits, monkeypatch):
     """``--independent-searches`` → ``search-share-candidates = false`` → ``specialise(share_candidates=False)``."""
-    import ws_fed.__main__ as cli
+    import ws_fed.cli as cli
     import ws_fed.federated as federated
     from ws_core.checkpoint import save_checkpoint
     from ws_fed import FedConfig

@@ -320,3 +320,17 @@ def test_start_checks_the_initial_arrays(net, grid):
     bad = ArrayRecord({"w": Array(np.zeros(3))})
     with pytest.raises(ValueError, match="do not fit the SuperNet"):
         make_strategy(net).start(grid, bad, num_rounds=1)
+
+
+@pytest.mark.parametrize("by_examples", [False, True])
+def test_summary_says_what_num_examples_weights(net, caplog, by_examples):
+    SuperFedNAS(net, weight_by_num_examples=by_examples, min_train_nodes=2).summary()
+    lines = [r.getMessage() for r in caplog.records]
+    (weighted_by,) = [ln for ln in lines if "Weighted by:" in ln]
+    (model,) = [ln for ln in lines if "Model aggregation weights:" in ln]
+    if by_examples:
+        assert weighted_by.endswith("'num-examples' (client metrics and model aggregation)")
+        assert "× each client's 'num-examples'" in model
+    else:
+        assert weighted_by.endswith("'num-examples' (client metrics only; the model is not weighted by examples)")
+        assert "not weighted by examples" in model

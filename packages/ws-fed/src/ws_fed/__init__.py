@@ -17,6 +17,8 @@ Example::
     ...     run = ws_fed.run_federated(grid, cfg)
 """
 
+from importlib import metadata as _metadata
+
 from .aggregation import SubNetUpdate, aggregate_overlapping, maxnet_beta, maxnet_weights
 from .config import FedConfig
 from .federated import FederatedRun, run_federated
@@ -52,4 +54,4 @@ __all__ = [
     "specialise",
     "tracking_sandwich",
 ]
-__version__ = "0.1.0"
+__version__ = _metadata.version("ws-fed")  # single source: pyproject.toml (static for Flower)

@@ -206,13 +206,37 @@ class SuperFedNAS(FedAvg):
                              train_config=train_config, evaluate_config=evaluate_config, evaluate_fn=evaluate_fn)
 
     def summary(self) -> None:
-        super().summary()
-        log(INFO, "\t└──> SuperFedNAS: assignment %s, min train replies %d, beta %.3f -> %s (%s), "
-            "weight by examples %s, lr schedule %s, seed %d", self.assignment, self.min_train_replies,
-            self.beta_initial, "1/K" if self.beta_final is None else f"{self.beta_final:.3f}", self.beta_schedule,
-            self.weight_by_num_examples,
-            self.lr_schedule if self.lr_schedule == "constant" else f"{self.lr_schedule} -> {self.lr_final:g}",
-            self.seed)
+        """Log the configuration (called by :meth:`start`): FedAvg's sampling and record keys, then what
+        SuperFedNAS adds. FedAvg's ``Weighted by`` line says what its key weights: the clients' metrics
+        always, the model's aggregation only with ``weight_by_num_examples``."""
+        key = self.weighted_by_key
+        beta = f"MaxNet beta {self.beta_initial:.3f} -> " + (
+            "1/K" if self.beta_final is None else f"{self.beta_final:.3f}") + f" ({self.beta_schedule})"
+        if self.weight_by_num_examples:
+            weighted_by = f"'{key}' (client metrics and model aggregation)"
+            model_weights = f"{beta} × each client's '{key}' (weight_by_num_examples=True)"
+        else:
+            weighted_by = f"'{key}' (client metrics only; the model is not weighted by examples)"
+            model_weights = f"{beta}; not weighted by examples (weight_by_num_examples=False)"
+        lr = self.lr_schedule if self.lr_schedule == "constant" else f"{self.lr_schedule} -> {self.lr_final:g}"
+        lines = [
+            "\t├──> Sampling:",
+            f"\t│\t├── Fraction: train ({self.fraction_train:.2f}) | evaluate ({self.fraction_evaluate:.2f})",
+            f"\t│\t├── Minimum nodes: train ({self.min_train_nodes}) | evaluate ({self.min_evaluate_nodes})",
+            f"\t│\t└── Minimum available nodes: {self.min_available_nodes}",
+            "\t├──> Keys in records:",
+            f"\t│\t├── Weighted by: {weighted_by}",
+            f"\t│\t├── ArrayRecord key: '{self.arrayrecord_key}'",
+            f"\t│\t└── ConfigRecord key: '{self.configrecord_key}'",
+            "\t└──> SuperFedNAS:",
+            f"\t\t├── SubNet assignment: {self.assignment}",
+            f"\t\t├── Model aggregation weights: {model_weights}",
+            f"\t\t├── Minimum valid train replies: {self.min_train_replies}",
+            f"\t\t├── lr schedule: {lr}",
+            f"\t\t└── Seed: {self.seed}",
+        ]
+        for line in lines:
+            log(INFO, "%s", line)
 
     # Helpers -------------------------------------------------------------------------------------
     def _check_global(self, arrays: ArrayRecord) -> dict[str, np.ndarray]:
