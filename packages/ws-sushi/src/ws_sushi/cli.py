@@ -23,11 +23,14 @@ __all__ = ["build_parser", "main"]
 
 def _create_net(args: argparse.Namespace) -> Any:
     import timm
+    import torch
 
     import ws_core  # noqa: F401  (registers the ws_* SuperNets)
 
     if not timm.is_model(args.model):
         raise ValueError(f"unknown model {args.model!r} (registered: {', '.join(timm.list_models('ws_*'))})")
+    if getattr(args, "seed", None) is not None:
+        torch.manual_seed(args.seed)  # an untrained SuperNet's weights: the same for the same --seed
     try:
         net = timm.create_model(args.model, num_classes=args.num_classes)
     except RuntimeError as e:
