@@ -17,27 +17,13 @@ import argparse
 import gc
 import platform
 import statistics
-import time
 import warnings
 
 import timm
 import torch
 
 import ws_core  # noqa: F401  (registers the ws_* SuperNets)
-
-
-def _times_us(fn, items) -> list[float]:
-    out = []
-    for item in items:
-        t0 = time.perf_counter()
-        fn(item)
-        out.append((time.perf_counter() - t0) * 1e6)
-    return out
-
-
-def _p(values: list[float], q: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(q * len(values)))]
+from _timing import percentile, times_us
 
 
 def _live_tensors() -> int:
@@ -66,11 +52,11 @@ def main() -> None:
     configs = [net.space.sample(g) for _ in range(args.subnets)]
 
     net.activate(net.space.min())  # warm up code paths once
-    first = _times_us(net.activate, configs)
-    again = _times_us(net.activate, configs)
+    first = times_us(net.activate, configs)
+    again = times_us(net.activate, configs)
     as_dicts = [c.to_dict() for c in configs]
-    dicts = _times_us(net.activate, as_dicts)
-    extract = _times_us(net.extract, configs[: args.extract])
+    dicts = times_us(net.activate, as_dicts)
+    extract = times_us(net.extract, configs[: args.extract])
 
     before = {k: v.data_ptr() for k, v in net.state_dict().items()}
     n_tensors = _live_tensors()
@@ -97,7 +83,7 @@ def main() -> None:
         ("extract(SubNetConfig)  [baseline]", extract),
     ]:
         med = statistics.median(values)
-        print(f"{name:<44}{len(values):>5}{med:>12.1f}{_p(values, 0.9):>12.1f}{base / med:>11.0f}×")
+        print(f"{name:<44}{len(values):>5}{med:>12.1f}{percentile(values, 0.9):>12.1f}{base / med:>11.0f}×")
     print()
     header = f"{'memory':<44}{'MiB':>12}"
     print(header)

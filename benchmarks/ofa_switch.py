@@ -27,6 +27,7 @@ import timm
 import torch
 
 import ws_core  # noqa: F401  (registers the ws_* SuperNets)
+from _timing import percentile, times_us
 from ws_core.ofa import OFA_NETS, checkpoint_filter_fn, from_ofa_arch
 
 
@@ -50,18 +51,6 @@ def _ms(fn, repeats: int) -> tuple[float, object]:
     return statistics.median(times), out
 
 
-def _times_us(fn, items) -> list[float]:
-    out = []
-    for item in items:
-        t0 = time.perf_counter()
-        fn(item)
-        out.append((time.perf_counter() - t0) * 1e6)
-    return out
-
-
-def _p(values: list[float], q: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(q * len(values)))]
 
 
 def main() -> None:
@@ -103,10 +92,10 @@ def main() -> None:
     net.activate(net.space.min())  # warm up code paths once
     rows = [
         ("OFA set_active_subnet(ks=, e=, d=)  [baseline]",
-         _times_us(lambda a: ofa.set_active_subnet(ks=a["ks"], e=a["e"], d=a["d"]), archs)),
-        ("ws activate(SubNetConfig), first time", _times_us(net.activate, configs)),
-        ("ws activate(SubNetConfig), seen before", _times_us(net.activate, configs)),
-        ("ws activate(from_ofa_arch(OFA dict))", _times_us(lambda a: net.activate(from_ofa_arch(net, a)), archs)),
+         times_us(lambda a: ofa.set_active_subnet(ks=a["ks"], e=a["e"], d=a["d"]), archs)),
+        ("ws activate(SubNetConfig), first time", times_us(net.activate, configs)),
+        ("ws activate(SubNetConfig), seen before", times_us(net.activate, configs)),
+        ("ws activate(from_ofa_arch(OFA dict))", times_us(lambda a: net.activate(from_ofa_arch(net, a)), archs)),
     ]
     base = statistics.median(rows[0][1])
     print(f"\nswitch to a SubNet, ws_ofa_mbv3_100 vs OFAMobileNetV3 w1.0 ({args.subnets} SubNets from OFA's sampler)")
@@ -114,7 +103,7 @@ def main() -> None:
     print(header + "\n" + "-" * len(header))
     for name, values in rows:
         med = statistics.median(values)
-        print(f"{name:<50}{len(values):>5}{med:>12.1f}{_p(values, 0.9):>10.1f}{base / med:>8.2f}×")
+        print(f"{name:<50}{len(values):>5}{med:>12.1f}{percentile(values, 0.9):>10.1f}{base / med:>8.2f}×")
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ from pathlib import Path
 import httpx
 import torch
 
+from _timing import times_us
 from ws_core.checkpoint import save_checkpoint
 from ws_serve import backends as ws_backends
 from ws_serve.backends import DEFAULT_BACKEND, CompileBackend, EagerBackend, make_backend
@@ -46,15 +47,6 @@ from ws_serve.policies import FixedSubNet
 from ws_serve.profile import pareto_served_set, profile_served
 from ws_serve.runtime import LocalWorker, Router
 from ws_serve.subnetact import SubNetAct
-
-
-def _times_us(fn, items):
-    out = []
-    for item in items:
-        t0 = time.perf_counter()
-        fn(item)
-        out.append((time.perf_counter() - t0) * 1e6)
-    return out
 
 
 def _p(values, q):
@@ -85,10 +77,10 @@ def actuation(args):
     for cfg in served.configs:  # warm ws-core's plans and validation cache
         plain.activate(cfg)
     configs = [served.configs[i % len(served)] for i in range(args.actuations)]
-    extract = _times_us(plain.extract, served.configs * 2)
+    extract = times_us(plain.extract, served.configs * 2)
     base = statistics.median(extract)
-    _row("`SubNetAct.actuate(subnet_id)` (table lookup)", _times_us(act.actuate, ids), base=base)
-    _row("ws-core `activate(SubNetConfig)`, seen before", _times_us(plain.activate, configs), base=base)
+    _row("`SubNetAct.actuate(subnet_id)` (table lookup)", times_us(act.actuate, ids), base=base)
+    _row("ws-core `activate(SubNetConfig)`, seen before", times_us(plain.activate, configs), base=base)
     _row("ws-core `extract(SubNetConfig)` — baseline", extract, base=base)
     return plain, net, act, served
 
@@ -100,7 +92,7 @@ def overhead(args, plain, act, served):
     backend = EagerBackend(act)
     for _ in range(10):
         backend(x, sid)
-    bare = _times_us(lambda _: backend(x, sid), range(args.requests))
+    bare = times_us(lambda _: backend(x, sid), range(args.requests))
 
     profile = profile_served(act.net, served, max_batch=4, warmup=2, repeats=5)
 

@@ -35,6 +35,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from _timing import times_us
 from ws_core import CostModel, SubNetConfig
 from ws_core.cost import profile_latency
 from ws_serve.backends import make_backend
@@ -85,14 +86,6 @@ def spearman(a: list[float], b: list[float]) -> float:
     var = (sum((x - ma) ** 2 for x in ra) * sum((y - mb) ** 2 for y in rb)) ** 0.5
     return cov / var if var else float("nan")
 
-
-def times_us(fn, items) -> list[float]:
-    out = []
-    for item in items:
-        t0 = time.perf_counter()
-        fn(item)
-        out.append((time.perf_counter() - t0) * 1e6)
-    return out
 
 
 def p90(values: list[float]) -> float:
