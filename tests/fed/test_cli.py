@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import os
-import runpy
 import subprocess
 import sys
-from importlib.metadata import entry_points
-from pathlib import Path
 
 import pytest
 
-import ws_fed
 from ws_fed.cli import build_parser, main
 
 
@@ -50,30 +46,6 @@ def test_build_parser_gives_each_command_its_handler():
     assert parser.parse_args(["partition", "--alpha", "0.1"]).func.__name__ == "_partition"
 
 
-def test_python_m_and_console_script_print_the_same_help(monkeypatch, capsys):
-    (script,) = entry_points(group="console_scripts", name="ws-fed")
-    assert script.load() is main
-    runs = {  # what each launcher puts in sys.argv[0], and what it runs
-        "python -m ws_fed": (str(Path(ws_fed.__file__).with_name("__main__.py")),
-                             lambda: runpy.run_module("ws_fed", run_name="__main__")),
-        "ws-fed": (str(Path(sys.executable).with_name("ws-fed")), lambda: sys.exit(script.load()())),
-    }
-    for argv in (["--help"], ["partition", "--help"]):
-        outputs = {}
-        for how, (argv0, run) in runs.items():
-            monkeypatch.setattr(sys, "argv", [argv0, *argv])
-            monkeypatch.delitem(sys.modules, "ws_fed.__main__", raising=False)  # as in a fresh `python -m`
-            with pytest.raises(SystemExit) as exit_:
-                run()
-            assert exit_.value.code == 0, how
-            outputs[how] = capsys.readouterr().out
-        assert outputs["python -m ws_fed"] == outputs["ws-fed"] and outputs["ws-fed"].startswith("usage: ws-fed")
-
-
-def test_importing_dunder_main_runs_nothing(monkeypatch):
-    monkeypatch.setattr(sys, "argv", ["ws-fed", "--help"])  # would exit if __main__ ran the command
-    monkeypatch.delitem(sys.modules, "ws_fed.__main__", raising=False)
-    assert runpy.run_module("ws_fed.__main__", run_name="ws_fed.__main__")["main"] is main
 
 
 def test_python_m_ws_fed_runs_without_lightning(tmp_path):

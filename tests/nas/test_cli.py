@@ -2,15 +2,10 @@ from __future__ import annotations
 
 import json
 import re
-import runpy
-import sys
-from importlib.metadata import entry_points
-from pathlib import Path
 
 import pytest
 import yaml
 
-import ws_nas
 from ws_nas import Genotype
 from ws_nas.cli import main
 
@@ -73,28 +68,3 @@ def test_subcommand_gets_its_arguments_in_order(capsys):
     config = yaml.safe_load(out)
     assert code == 0 and config["model"]["C"] == 6 and config["data"]["image_size"] == 8
     assert config["data"]["held_out_fraction"] == 0.5  # the search's default
-
-
-def test_python_m_and_console_script_print_the_same_help(monkeypatch, capsys):
-    (script,) = entry_points(group="console_scripts", name="ws-nas")
-    assert script.value == "ws_nas.cli:main" and script.load() is main
-    runs = {  # what each launcher puts in sys.argv[0], and what it runs
-        "python -m ws_nas": (str(Path(ws_nas.__file__).with_name("__main__.py")),
-                             lambda: runpy.run_module("ws_nas", run_name="__main__")),
-        "ws-nas": (str(Path(sys.executable).with_name("ws-nas")), script.load()),
-    }
-    for argv in (["--help"], ["train", "--help"]):
-        outputs = {}
-        for how, (argv0, run) in runs.items():
-            monkeypatch.setattr(sys, "argv", [argv0, *argv])
-            with pytest.raises(SystemExit) as exit_:
-                run()
-            assert exit_.value.code == 0, how
-            outputs[how] = capsys.readouterr().out
-        assert outputs["python -m ws_nas"] == outputs["ws-nas"] and outputs["ws-nas"].startswith("usage: ws-nas")
-
-
-def test_importing_dunder_main_runs_nothing(monkeypatch):
-    monkeypatch.setattr(sys, "argv", ["ws-nas", "--help"])  # would exit if __main__ ran the command
-    monkeypatch.delitem(sys.modules, "ws_nas.__main__", raising=False)
-    assert runpy.run_module("ws_nas.__main__", run_name="ws_nas.__main__")["main"] is main

@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 import json
-import runpy
-import sys
-from importlib.metadata import entry_points
-from pathlib import Path
 
 import pytest
 import timm
 
-import ws_sushi
 from ws_sushi.accuracy import AccuracyTable
 from ws_sushi.cli import main
 
@@ -100,31 +95,6 @@ def test_export_writes_qonnx_and_folding(tmp_path, capsys):
     assert (tmp_path / "sub.onnx").stat().st_size > 0
 
 
-def test_python_m_and_console_script_print_the_same_help(monkeypatch, capsys):
-    (script,) = entry_points(group="console_scripts", name="ws-sushi")
-    assert script.value == "ws_sushi.cli:main" and script.load() is main
-    runs = {  # what each launcher puts in sys.argv[0], and what it runs
-        "python -m ws_sushi": (str(Path(ws_sushi.__file__).with_name("__main__.py")),
-                               lambda: runpy.run_module("ws_sushi", run_name="__main__")),
-        "ws-sushi": (str(Path(sys.executable).with_name("ws-sushi")), script.load()),
-    }
-    for argv, usage, shown in ((["--help"], "usage: ws-sushi [-h]", "simulate"),
-                               (["export", "--help"], "usage: ws-sushi export", "--subnet")):
-        outputs = {}
-        for how, (argv0, run) in runs.items():
-            monkeypatch.setattr(sys, "argv", [argv0, *argv])
-            with pytest.raises(SystemExit) as exit_:
-                run()
-            assert exit_.value.code == 0, how
-            outputs[how] = capsys.readouterr().out
-        assert outputs["python -m ws_sushi"] == outputs["ws-sushi"]
-        assert outputs["ws-sushi"].startswith(usage) and shown in outputs["ws-sushi"]
-
-
-def test_importing_dunder_main_runs_nothing(monkeypatch):
-    monkeypatch.setattr(sys, "argv", ["ws-sushi", "--help"])  # would exit if __main__ ran the command
-    monkeypatch.delitem(sys.modules, "ws_sushi.__main__", raising=False)
-    assert runpy.run_module("ws_sushi.__main__", run_name="ws_sushi.__main__")["main"] is main
 
 
 def test_without_a_command_argparse_exits_2(capsys):

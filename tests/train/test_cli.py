@@ -5,10 +5,8 @@ from __future__ import annotations
 import csv
 import os
 import re
-import runpy
 import subprocess
 import sys
-from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
@@ -16,7 +14,6 @@ import timm
 import torch
 import yaml
 
-import ws_train
 from ws_core.checkpoint import load_checkpoint
 from ws_train import DelayedEpsilonShrinking, ProgressiveShrinking, SandwichRule, SubNetValidation
 from ws_train.cli import SuperNetCLI, main, normalize_args
@@ -73,30 +70,6 @@ def test_fit_help_shows_the_model_name_shorthand(capsys):
     assert all(name in text for name in timm.list_models("ws_*")) and "YAML/JSON config" in text
 
 
-def test_python_m_and_console_script_print_the_same_help(monkeypatch, capsys):
-    (script,) = entry_points(group="console_scripts", name="ws-train")
-    assert script.value == "ws_train.cli:main" and script.load() is main
-    runs = {  # what each launcher puts in sys.argv[0], and what it runs
-        "python -m ws_train": (str(Path(ws_train.__file__).with_name("__main__.py")),
-                               lambda: runpy.run_module("ws_train", run_name="__main__")),
-        "ws-train": (str(Path(sys.executable).with_name("ws-train")), script.load()),
-    }
-    outputs = {}
-    for how, (argv0, run) in runs.items():
-        monkeypatch.setattr(sys, "argv", [argv0, "--help"])
-        with pytest.raises(SystemExit) as exit_:
-            run()
-        assert exit_.value.code == 0, how
-        outputs[how] = capsys.readouterr().out
-    assert outputs["python -m ws_train"] == outputs["ws-train"]
-    assert outputs["ws-train"].startswith("usage: ws-train") and "{fit,validate,test,predict}" in outputs["ws-train"]
-
-
-def test_importing_dunder_main_runs_nothing(monkeypatch):
-    monkeypatch.setattr(sys, "argv", ["ws-train", "--help"])  # would exit if __main__ ran the command
-    monkeypatch.delitem(sys.modules, "ws_train.__main__", raising=False)
-    module = runpy.run_module("ws_train.__main__", run_name="ws_train.__main__")
-    assert module["main"] is main
 
 
 def test_predict_gives_the_active_subnets_logits_on_the_held_out_split(kit):
