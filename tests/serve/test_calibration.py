@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ws_serve import Profile
-from ws_serve.calibration import choose_load
+from ws_serve.calibration import choose_load, estimate_query_cost
 
 
 def test_load_and_slo_follow_the_measured_profile():
@@ -32,3 +32,15 @@ def test_load_and_slo_follow_the_measured_profile():
         choose_load(profile, "zzz")
 
 
+
+
+def test_query_cost_is_what_the_capacity_leaves_beside_the_amortised_forward():
+    profile = Profile(("a", "b"), (0.5, 0.9), ((1.0, 1.5, 1.8, 2.0), (4.0, 6.0, 9.0, 16.0)))
+    # "b": per-sample forward 4, 3, 3, 4 ms -> 3 ms at best; at 200 q/s a query costs 5 ms: 2 ms outside
+    assert estimate_query_cost(profile, 1, 200.0) == pytest.approx(2.0)
+    # "a": 1, 0.75, 0.6, 0.5 ms -> 0.5; at 500 q/s 2 ms a query: 1.5 ms outside
+    assert estimate_query_cost(profile, 0, 500.0) == pytest.approx(1.5)
+    # a capacity above what the forward alone allows leaves nothing (never negative)
+    assert estimate_query_cost(profile, 1, 1000.0) == 0.0
+    with pytest.raises(ValueError, match="capacity_qps must be > 0, got 0"):
+        estimate_query_cost(profile, 0, 0.0)

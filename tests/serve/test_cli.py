@@ -165,6 +165,13 @@ def test_run_checks_the_grpc_port(capsys):
     assert "--grpc-port must be in [0, 65535] (0: any free port), got 70000" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("command", [["run", "--model", "ws_ofa_mbv3_035_32"], ["simulate"]])
+def test_handling_cost_must_not_be_negative(command, capsys):
+    with pytest.raises(SystemExit):
+        main([*command, "--query-cost-ms", "-0.5"])
+    assert "--query-cost-ms: must be >= 0, got -0.5" in capsys.readouterr().err
+
+
 @pytest.fixture
 def no_work(monkeypatch):
     """Make loading a deployment fail the test: the checks must answer before any work."""

@@ -30,8 +30,9 @@ from ws_serve.profile import Profile, superserve_paper_profile
 P = Profile(("s0", "s1", "s2"), (70.0, 75.0, 80.0), ((1, 2, 3, 4), (2, 4, 6, 8), (4, 8, 12, 16)))
 
 
-def q(slack_ms: float, length: int = 10, now: float = 0.0, workers: int = 1) -> QueueState:
-    return QueueState(now=now, head_deadline=now + slack_ms / 1e3, length=length, workers=workers)
+def q(slack_ms: float, length: int = 10, now: float = 0.0, workers: int = 1, cost: float = 0.0) -> QueueState:
+    return QueueState(now=now, head_deadline=now + slack_ms / 1e3, length=length, workers=workers,
+                      query_cost_ms=cost)
 
 
 def test_slackfit_buckets_hand_computed():
@@ -174,6 +175,25 @@ def test_slackfit_hand_computed():
     # late (slack below 1 ms): best effort = the largest batch the queue allows, on the SubNet fastest there
     assert policy.decide(q(0.5, length=3)) == Decision(0, 3)
     assert policy.decide(q(-5.0, length=10)) == Decision(0, 4)
+
+
+def test_slackfit_charges_the_backlog_its_handling_cost():
+    policy = SlackFit(P)
+    # 2 queued, slack 9.5: batch 2; s2 takes 8 ms. With 0.5 ms per query 8.5 ms is left: s2 still fits
+    assert policy.decide(q(9.5, length=2, cost=0.5)) == Decision(2, 2)
+    # with 1 ms per query 7.5 ms is left: s1 (4 ms)
+    assert policy.decide(q(9.5, length=2, cost=1.0)) == Decision(1, 2)
+    # 8 queued, slack 16, 2 batches of 4: without cost 8 ms each -> s1; with 0.5 ms per query
+    # (16 - 4) / 2 = 6 ms each -> s0 (4 ms), as s1 needs 8
+    assert policy.decide(q(16.0, length=8)) == Decision(1, 4)
+    assert policy.decide(q(16.0, length=8, cost=0.5)) == Decision(0, 4)
+    # handling alone eats the slack (8 × 2.5 = 20 > 16): drained as fast as possible
+    assert policy.decide(q(16.0, length=8, cost=2.5)) == Decision(0, 4)
+    # the batch size still follows the forward alone: the largest batch that fits the slack
+    assert policy.decide(q(3.5, length=4, cost=10.0)).batch_size == 3
+    # the paper's rule and the fixed baselines ignore it
+    assert SlackFitPaper(P, num_buckets=16).decide(q(9.5, length=1, cost=5.0)) == \
+        SlackFitPaper(P, num_buckets=16).decide(q(9.5, length=1))
 
 
 def test_slackfit_ties_go_to_the_cheaper_subnet():

@@ -88,6 +88,30 @@ def test_edf_order_and_batching():
     assert results[2].batch_size == 4
 
 
+def test_policy_sees_the_queue_workers_and_handling_cost():
+    seen = []
+
+    class Recording(FixedSubNet):
+        def decide(self, queue):
+            seen.append(queue)
+            return super().decide(queue)
+
+    async def main():
+        gate = asyncio.Event()
+        workers = [ScriptedWorker("a", gate=gate), ScriptedWorker("b", gate=gate)]
+        router = Router(workers, Recording(PROFILE, 0), overhead_ms=2.0, query_cost_ms=0.25)
+        await router.start()
+        futures = [router.submit(q(v), slo_ms=1000) for v in range(3)]
+        gate.set()
+        await asyncio.gather(*futures)
+        await router.stop()
+
+    run(main())
+    assert [s.length for s in seen][:2] == [1, 1]  # each idle worker takes the query that arrives
+    assert all(s.workers == 2 and s.query_cost_ms == 0.25 for s in seen)
+    assert all(0 < s.slack_ms <= 998.0 for s in seen)  # the dispatch overhead is taken from the slack
+
+
 def test_multi_sample_requests_keep_their_rows():
     async def main():
         gate = asyncio.Event()
@@ -277,3 +301,5 @@ def test_router_validates_arguments():
         Router([ScriptedWorker()], policy, max_queue=0)
     with pytest.raises(ValueError, match="late"):
         Router([ScriptedWorker()], policy, late="never")
+    with pytest.raises(ValueError, match="query_cost_ms must be >= 0, got -1"):
+        Router([ScriptedWorker()], policy, query_cost_ms=-1)

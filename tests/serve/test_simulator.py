@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -52,6 +54,40 @@ def test_dispatch_overhead_is_taken_from_the_slack():
     assert simulate([0.0], SlackFit(TWO), num_workers=1, slo_ms=10).subnet_queries == {"hi": 1}
     r = simulate([0.0], SlackFit(TWO), num_workers=1, slo_ms=10, overhead_ms=1.0)
     assert r.subnet_queries == {"lo": 1} and r.met_slo == 1
+
+
+class CostBlindSlackFit(SlackFit):
+    """SlackFit that is not told what handling a query costs."""
+
+    def decide(self, queue):
+        return super().decide(dataclasses.replace(queue, query_cost_ms=0.0))
+
+
+def test_query_handling_cost_is_spent_by_the_worker_and_charged_by_slackfit():
+    # one query, SLO 12 ms, 3 ms of handling per query: hi would end at 10 + 3 = 13 ms, late. SlackFit leaves
+    # 12 - 3 = 9 ms to the forward -> lo, done at 2 + 3 = 5 ms; the blind rule picks hi and misses
+    r = simulate([0.0], SlackFit(TWO), num_workers=1, slo_ms=12, query_cost_ms=3.0)
+    assert r.subnet_queries == {"lo": 1} and r.met_slo == 1 and r.busy_time_s == pytest.approx(0.005)
+    r = simulate([0.0], CostBlindSlackFit(TWO), num_workers=1, slo_ms=12, query_cost_ms=3.0)
+    assert r.subnet_queries == {"hi": 1} and r.served_late == 1 and r.busy_time_s == pytest.approx(0.013)
+    # a batch of 3 costs 3 × 3 ms of handling: three queries at t=0, SLO 40 -> q0 alone on hi (13 ms), then
+    # q1, q2 with 27 ms of slack: batch 2, 27 - 6 = 21 >= hi's 20 -> hi, done at 13 + 20 + 6 = 39 ms
+    r = simulate([0.0] * 3, SlackFit(TWO), num_workers=1, slo_ms=40, query_cost_ms=3.0)
+    assert r.subnet_queries == {"hi": 3} and r.met_slo == 3 and r.busy_time_s == pytest.approx(0.039)
+    with pytest.raises(ValueError, match="query_cost_ms must be >= 0, got -1"):
+        simulate([0.0], SlackFit(TWO), query_cost_ms=-1)
+
+
+def test_slackfit_charging_handling_cost_holds_bursts_the_blind_rule_misses():
+    """Paper profile, 2 workers, 0.5 ms of handling per query, 600 q/s bursty (CV² 8), SLO 36 ms."""
+    p = superserve_paper_profile()
+    trace = bursty_trace(150, 450, 8, duration_s=3, seed=0)
+    aware = simulate(trace, SlackFit(p), 2, 36, query_cost_ms=0.5)
+    blind = simulate(trace, CostBlindSlackFit(p), 2, 36, query_cost_ms=0.5)
+    most = simulate(trace, FixedSubNet(p, p.num_subnets - 1), 2, 36, query_cost_ms=0.5)
+    assert aware.slo_attainment >= 0.9 and aware.slo_attainment > blind.slo_attainment + 0.2
+    assert blind.slo_attainment < most.slo_attainment + 0.2  # blind to the backlog, it serves like the max
+    assert aware.mean_accuracy > p.accuracies[0] + 2
 
 
 def test_bounded_queue_rejects():

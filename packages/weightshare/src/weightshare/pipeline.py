@@ -13,8 +13,9 @@ Each step is one call into a package; this module only wires them together and r
    SubnetNorm statistics next to the checkpoint; :func:`ws_serve.deploy.deploy` measures the latency
    profile with the backend that will serve (cached for the server).
 4. **Serve** — ws-serve: a calibration server measures the per-request overhead and the fixed
-   SubNet's capacity (:mod:`ws_serve.calibration`), then SlackFit and two fixed SubNets (the most and
-   the least accurate served) replay the same bursty traces, over ``repeats`` trace seeds.
+   SubNet's capacity (:mod:`ws_serve.calibration`; the capacity also gives the server time per query
+   outside the forward pass, which SlackFit charges to a backlog), then SlackFit and two fixed SubNets
+   (the most and the least accurate served) replay the same bursty traces, over ``repeats`` trace seeds.
 5. **Report** — :func:`weightshare.report.write_report`: Markdown, PNG plots and ``results.json``.
 
 :func:`run_pipeline` runs all five into ``runs/<timestamp>/``.
@@ -227,6 +228,7 @@ class PipelineResult:
     seconds: dict[str, float] = field(default_factory=dict)  # wall time per step: train, search, profile, serve, total
     overhead_ms: float = 0.0  # measured per-request latency outside the forward pass (idle server)
     capacity_qps: float | None = None  # steady rate the fixed baseline sustains within the SLO, end to end
+    query_cost_ms: float = 0.0  # server time per query outside the forward pass, estimated from the capacity
     report: Path | None = None
 
     @property
@@ -442,7 +444,14 @@ def run_pipeline(cfg: PipelineConfig | None = None, say: Callable[[str], None] =
     """Train → search → serve → report into ``<out_dir>/<run_name or UTC timestamp>/``; returns the results."""
     import timm
 
-    from ws_serve.calibration import choose_load, measure_capacity, measure_overhead, serve_and_replay, ws_serve_process
+    from ws_serve.calibration import (
+        choose_load,
+        estimate_query_cost,
+        measure_capacity,
+        measure_overhead,
+        serve_and_replay,
+        ws_serve_process,
+    )
     from ws_serve.deploy import deploy, save_served_set
     from ws_serve.traces import bursty_trace
 
@@ -494,11 +503,13 @@ def run_pipeline(cfg: PipelineConfig | None = None, say: Callable[[str], None] =
         capacity = measure_capacity(url, cfg.model, sample_shape, slo_ms, start_qps=estimate,
                                     transport=cfg.transport)
     _, slo_ms, rate = choose_load(profile, baseline_id, cfg.load, cfg.slo_ms, overhead_ms, capacity)
+    query_cost_ms = estimate_query_cost(profile, baseline, capacity)
     traces = [bursty_trace(0.25 * rate, 0.75 * rate, cfg.cv2, cfg.trace_seconds, seed=cfg.seed + r)
               for r in range(cfg.repeats)]
     traces[0].save(run_dir / "trace.csv")
     seconds["profile"] = time.perf_counter() - t
-    say(f"    overhead {overhead_ms:.1f} ms per request, fixed-SubNet throughput {capacity:.1f} q/s; "
+    say(f"    overhead {overhead_ms:.1f} ms per request, fixed-SubNet throughput {capacity:.1f} q/s "
+        f"({query_cost_ms:.2f} ms of server time per query outside the forward pass); "
         f"SLO {slo_ms:.1f} ms; {cfg.repeats} bursty trace(s) of {cfg.trace_seconds:g} s "
         f"(mean {rate:.1f} q/s, CV² {cfg.cv2:g}, {len(traces[0])} queries in the first)")
 
@@ -515,7 +526,8 @@ def run_pipeline(cfg: PipelineConfig | None = None, say: Callable[[str], None] =
             log = run_dir / f"server-{policy.replace(':', '-')}-{r}.log"
             reports.append(serve_and_replay(train.checkpoint, policy, trace, slo_ms, log=log, model=cfg.model,
                                             sample_shape=sample_shape, max_batch=cfg.max_batch,
-                                            workers=cfg.workers, overhead_ms=overhead_ms, seed=cfg.seed + r,
+                                            workers=cfg.workers, overhead_ms=overhead_ms,
+                                            query_cost_ms=query_cost_ms, seed=cfg.seed + r,
                                             extra_args=server_args, transport=cfg.transport))
             logs.append(log)
         run = ServingRun(policy, label, reports, logs)
@@ -527,6 +539,6 @@ def run_pipeline(cfg: PipelineConfig | None = None, say: Callable[[str], None] =
     seconds["total"] = time.perf_counter() - start
 
     result = PipelineResult(run_dir, cfg, train, subnets, profile, slo_ms, rate, traces, runs, seconds, overhead_ms,
-                            capacity)
+                            capacity, query_cost_ms)
     result.report = write_report(result)
     return result

@@ -153,6 +153,7 @@ def results_dict(result) -> dict[str, Any]:
         "rate_qps": result.rate_qps,
         "overhead_ms": result.overhead_ms,
         "capacity_qps": result.capacity_qps,
+        "query_cost_ms": result.query_cost_ms,
         "trace": {"queries": len(result.trace), "duration_s": result.config.trace_seconds, "cv2": result.config.cv2,
                   "repeats": len(result.traces), "queries_per_repeat": [len(t) for t in result.traces]},
         "serving": [_serving_dict(r) for r in result.serving],
@@ -193,7 +194,9 @@ def _markdown(result, files: dict[str, str]) -> str:
         f"{len(result.traces)} trace seed(s), max batch {cfg.max_batch}, {cfg.workers} worker(s), {cfg.backend} "
         f"backend; measured on this machine: fixed-SubNet throughput "
         + (f"{result.capacity_qps:.1f} q/s sustained within the SLO, " if result.capacity_qps else "")
-        + f"overhead {result.overhead_ms:.1f} ms per request outside the forward pass.",
+        + f"overhead {result.overhead_ms:.1f} ms per request outside the forward pass; "
+        f"{result.query_cost_ms:.2f} ms of server time per query outside the forward pass, estimated from that "
+        "throughput and charged by SlackFit to draining a backlog.",
     ]
     head = summary(result)
     lines.append(f"- Ordered SubNets: max − min held-out accuracy {100 * head['max_minus_min_accuracy']:+.2f} points; "

@@ -7,6 +7,7 @@ uses these to pick a load that means something on *this* machine and to compare 
   (:func:`ws_serve.launch.server_endpoints`), for the length of a ``with`` block;
 * :func:`measure_overhead` — per-request latency outside the forward pass, measured end to end;
 * :func:`measure_capacity` — the highest steady rate a server sustains within an SLO;
+* :func:`estimate_query_cost` — the server time per query outside the forward pass, from a capacity;
 * :func:`choose_load` — the baseline SubNet, the SLO and the trace's mean rate from a profile;
 * :func:`serve_and_replay` — serve with one policy, warm up, replay a trace open loop
   (:func:`ws_serve.loadgen.replay_sync`).
@@ -23,8 +24,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["BASELINES", "choose_load", "measure_capacity", "measure_overhead", "serve_and_replay",
-           "ws_serve_process"]
+__all__ = ["BASELINES", "choose_load", "estimate_query_cost", "measure_capacity", "measure_overhead",
+           "serve_and_replay", "ws_serve_process"]
 
 #: how a fixed-SubNet baseline is named besides a SubNet id: the most accurate, the median, the cheapest
 BASELINES = ("max", "median", "min")
@@ -67,6 +68,29 @@ def choose_load(
     return index, float(slo_ms), float(load * peak)
 
 
+def estimate_query_cost(profile, index: int, capacity_qps: float) -> float:
+    """Time per query, in ms, that a server spends outside the forward pass, from its capacity.
+
+    ``capacity_qps`` is the steady rate the server sustains serving profile SubNet ``index``
+    (:func:`measure_capacity`). At that rate each query costs ``1000 / capacity_qps`` ms of the
+    machine; the forward's share of it is at least ``min_b L(index, b) / b`` (batching amortises the
+    forward, never the per-query work), so the rest, ``1000 / capacity_qps - min_b L(index, b) / b``
+    (at least 0), is what decoding, replying and the transport cost per query. On a CPU server this
+    work shares the cores with the forward; ``ws-serve run --query-cost-ms`` tells SlackFit about it.
+
+    Example::
+
+        >>> from ws_serve.profile import Profile
+        >>> p = Profile(("a",), (0.8,), ((1.0, 1.2, 1.5, 2.0),))
+        >>> round(estimate_query_cost(p, 0, capacity_qps=800.0), 6)  # 1.25 ms - 2.0 / 4 ms
+        0.75
+    """
+    if not capacity_qps > 0:
+        raise ValueError(f"estimate_query_cost: capacity_qps must be > 0, got {capacity_qps}")
+    per_sample = min(profile.latency(index, b) / b for b in range(1, profile.max_batch + 1))
+    return max(0.0, 1000.0 / capacity_qps - per_sample)
+
+
 def _check_transport(transport: str) -> None:
     from .loadgen import TRANSPORTS
 
@@ -76,7 +100,7 @@ def _check_transport(transport: str) -> None:
 
 @contextmanager
 def ws_serve_process(checkpoint: Path, policy: str, *, log: Path, max_batch: int = 8, workers: int = 1,
-                     overhead_ms: float = 1.0, start_timeout_s: float = 300.0,
+                     overhead_ms: float = 1.0, query_cost_ms: float = 0.0, start_timeout_s: float = 300.0,
                      extra_args: Sequence[str] = (), transport: str = "http") -> Iterator[str]:
     """Run ``ws-serve run`` for ``checkpoint`` with ``policy`` on free loopback ports until the block
     ends (then SIGTERM: the server answers what it accepted and exits); yields, once it is ready, its
@@ -86,7 +110,8 @@ def ws_serve_process(checkpoint: Path, policy: str, *, log: Path, max_batch: int
 
     _check_transport(transport)
     args = ["--checkpoint", str(checkpoint), "--policy", policy, "--max-batch", str(max_batch), "--workers",
-            str(workers), "--max-queue", "4096", "--overhead-ms", f"{overhead_ms:.3f}", *extra_args]
+            str(workers), "--max-queue", "4096", "--overhead-ms", f"{overhead_ms:.3f}",
+            "--query-cost-ms", f"{query_cost_ms:.4f}", *extra_args]
     if transport == "grpc" and "--grpc-port" not in args:
         args += ["--grpc-port", "0"]
     with server_endpoints(args, log, start_timeout_s=start_timeout_s) as ends:
@@ -152,14 +177,16 @@ def measure_capacity(url: str, model: str, sample_shape: Sequence[int], slo_ms: 
 
 def serve_and_replay(checkpoint: Path, policy: str, trace, slo_ms: float, *, log: Path, model: str,
                      sample_shape: Sequence[int], max_batch: int = 8, workers: int = 1, overhead_ms: float = 1.0,
-                     seed: int = 0, warmup: int = 16, extra_args: Sequence[str] = (), transport: str = "http"):
+                     query_cost_ms: float = 0.0, seed: int = 0, warmup: int = 16, extra_args: Sequence[str] = (),
+                     transport: str = "http"):
     """Serve ``checkpoint`` with ``policy`` (:func:`ws_serve_process`), send ``warmup`` unmeasured
     requests, then replay ``trace`` open loop (one KServe v2 request per arrival over ``transport``,
     SLO ``slo_ms``); the client's :class:`ws_serve.ReplayReport`."""
     from .loadgen import replay_sync
 
     with ws_serve_process(checkpoint, policy, log=log, max_batch=max_batch, workers=workers,
-                          overhead_ms=overhead_ms, extra_args=extra_args, transport=transport) as url:
+                          overhead_ms=overhead_ms, query_cost_ms=query_cost_ms, extra_args=extra_args,
+                          transport=transport) as url:
         replay_sync(url, model, [0.02 * i for i in range(warmup)], slo_ms=slo_ms, sample_shape=tuple(sample_shape),
                     seed=seed, transport=transport)
         return replay_sync(url, model, trace, slo_ms=slo_ms, sample_shape=tuple(sample_shape), seed=seed,

@@ -37,6 +37,13 @@ def _positive(kind):
     return parse
 
 
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="a registered SuperNet (timm.list_models('ws_*')); default: the checkpoint's")
     p.add_argument("--checkpoint", help="a ws-core checkpoint (.safetensors)")
@@ -202,7 +209,8 @@ def _serve(args: argparse.Namespace) -> None:
         devices = [f"cuda:{i}" for i in range(args.workers)] if args.device.startswith("cuda") else None
         workers = make_local_workers(dep, args.workers, args.backend, devices)
     app, router = build_app(dep, workers, args.policy, max_queue=args.max_queue, late=args.late,
-                            overhead_ms=args.overhead_ms, default_slo_ms=args.slo_ms,
+                            overhead_ms=args.overhead_ms, query_cost_ms=args.query_cost_ms,
+                            default_slo_ms=args.slo_ms,
                             max_body_bytes=int(args.max_body_mb * 1024 * 1024))
     sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -353,7 +361,7 @@ def _simulate(args: argparse.Namespace) -> int:
     results = []
     for name in names:
         r = simulate(trace, make_policy(name, profile), args.workers, args.slo_ms, late=args.late,
-                     max_queue=args.max_queue)
+                     max_queue=args.max_queue, query_cost_ms=args.query_cost_ms)
         results.append(r.to_dict())
         print(f"{r.policy:<34}{r.slo_attainment:>12.5f}{r.mean_accuracy:>10.3f}{r.mean_batch:>12.1f}"
               f"{r.dropped:>9}{r.served_late:>7}")
@@ -426,7 +434,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--slo-ms", type=_positive(float), default=100.0, help="default latency SLO of a request")
     run.add_argument("--max-queue", type=_positive(int), default=1024, help="queued queries before 503")
     run.add_argument("--late", choices=["drop", "serve"], default="drop")
-    run.add_argument("--overhead-ms", type=float, default=1.0, help="dispatch overhead the policy reserves")
+    run.add_argument("--overhead-ms", type=_non_negative, default=1.0, help="dispatch overhead the policy reserves")
+    run.add_argument("--query-cost-ms", type=_non_negative, default=0.0,
+                     help="server time per queued query outside the forward pass; SlackFit charges it to "
+                          "draining the backlog (ws_serve.calibration.estimate_query_cost measures it)")
     run.add_argument("--max-body-mb", type=_positive(float), default=16.0)
     run.add_argument("--graceful-timeout", type=_positive(float), default=30.0,
                      help="seconds to finish open requests on shutdown")
@@ -445,6 +456,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--slo-ms", type=_positive(float), default=36.0)
     sim.add_argument("--late", choices=["drop", "serve"], default="drop")
     sim.add_argument("--max-queue", type=_positive(int))
+    sim.add_argument("--query-cost-ms", type=_non_negative, default=0.0,
+                     help="handling time per query outside the forward pass, spent by its worker")
     sim.add_argument("--seed", type=int, default=0)
     sim.add_argument("--json", help="write the results here")
 

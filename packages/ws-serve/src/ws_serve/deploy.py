@@ -251,11 +251,12 @@ def make_local_workers(dep: Deployment, workers: int = 1, backend: str = "auto",
 
 
 def build_app(dep: Deployment, workers: Sequence[Worker], policy: str = "slackfit", *, max_queue: int = 1024,
-              late: str = "drop", overhead_ms: float = 1.0, default_slo_ms: float = 100.0,
+              late: str = "drop", overhead_ms: float = 1.0, query_cost_ms: float = 0.0,
+              default_slo_ms: float = 100.0,
               max_body_bytes: int = 16 * 1024 * 1024, request_timeout_s: float = 30.0, **policy_kwargs: Any):
     """The FastAPI app and its :class:`Router` for a deployment and its workers."""
     router = Router(workers, make_policy(policy, dep.profile, **policy_kwargs), max_queue=max_queue, late=late,
-                    overhead_ms=overhead_ms, metrics=ServeMetrics())
+                    overhead_ms=overhead_ms, query_cost_ms=query_cost_ms, metrics=ServeMetrics())
     app = create_app(router, dep.model, default_slo_ms=default_slo_ms, max_body_bytes=max_body_bytes,
                      request_timeout_s=request_timeout_s)
     return app, router

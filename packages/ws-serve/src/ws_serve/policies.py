@@ -43,6 +43,13 @@ Decisions the paper leaves open, as implemented here:
   head's deadline (later arrivals have later ones), which errs towards cheaper SubNets in a burst; the
   latest deadline in place of the head's was measured too and kept less of the queue in time
   (simulator, paper profile, CV² 8 at 1.5× the paper's load: 0.84 SLO attainment vs 0.99).
+* **Handling cost of the backlog** (``slackfit``): the profile holds forward passes only, but every
+  queued query also costs the server ``QueueState.query_cost_ms`` to decode and answer (``ws-serve run
+  --query-cost-ms``; :func:`ws_serve.calibration.estimate_query_cost` derives it from a measured
+  capacity). On a CPU server that work shares the cores with the forward, so the slack left for the
+  ``r`` batches is ``slack - n · query_cost_ms``: a backlog whose handling alone eats the slack is
+  drained by the fastest SubNets even when the forward of the largest would fit. With the default of 0
+  the rule is the one above; on a GPU, where handling runs beside the forward, 0 is right.
 * **Slack below every option** (also for the baselines, relative to the fastest option *they* may
   use, :meth:`Policy.fastest_ms`): the router and simulator by default answer such queries at once
   with an explicit deadline error instead of occupying a worker (``late="drop"``); with
@@ -87,13 +94,16 @@ class QueueState:
     workers that will drain the queue.
 
     Times are in seconds on one clock; ``length`` counts queued queries (samples); ``workers`` counts
-    the alive workers (the one being dispatched to included).
+    the alive workers (the one being dispatched to included); ``query_cost_ms`` is the time each queued
+    query costs the server outside the forward pass (decoding, replying, the transport's work), which
+    on a CPU server competes with the forward for the same cores.
     """
 
     now: float
     head_deadline: float
     length: int
     workers: int = 1
+    query_cost_ms: float = 0.0
 
     @property
     def slack_ms(self) -> float:
@@ -194,6 +204,9 @@ class SlackFit(Policy):
         Decision(subnet=1, batch_size=2)
         >>> policy.decide(QueueState(now=0.0, head_deadline=0.0045, length=4))  # two batches: 2.25 ms each -> a
         Decision(subnet=0, batch_size=2)
+        >>> # one batch of 2 whose handling costs 0.5 ms per query: 4.5 - 2 * 0.5 = 3.5 ms is left -> a
+        >>> policy.decide(QueueState(now=0.0, head_deadline=0.0045, length=2, query_cost_ms=0.5))
+        Decision(subnet=0, batch_size=2)
     """
 
     name = "slackfit"
@@ -240,7 +253,8 @@ class SlackFit(Policy):
         if b == 0:
             return self.best_effort(queue)
         rounds = -(-queue.length // (b * max(1, queue.workers)))  # batches per worker to drain the queue
-        k = bisect.bisect_right(self._sorted_ms[b - 1], slack_ms / rounds) - 1
+        share = (slack_ms - queue.length * queue.query_cost_ms) / rounds
+        k = bisect.bisect_right(self._sorted_ms[b - 1], share) - 1
         if k < 0:  # the queue cannot drain in time at this batch: drain it as fast as possible
             return Decision(self._order[b - 1][0], b)
         return Decision(self._best[b - 1][k], b)

@@ -206,6 +206,8 @@ class Router:
         late: ``"drop"`` or ``"serve"`` (see module docstring).
         max_retries: how often a query lost with a dead worker is re-queued.
         overhead_ms: dispatch overhead the policy should reserve (added to ``now``).
+        query_cost_ms: handling time of one queued query outside the forward pass, passed to the policy
+            in :attr:`QueueState.query_cost_ms` (SlackFit charges it to draining the backlog).
         metrics: where to record metrics (a fresh :class:`ServeMetrics` by default).
         clock: monotonic clock in seconds.
     """
@@ -219,6 +221,7 @@ class Router:
         late: str = "drop",
         max_retries: int = 1,
         overhead_ms: float = 0.0,
+        query_cost_ms: float = 0.0,
         metrics: ServeMetrics | None = None,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
@@ -232,6 +235,8 @@ class Router:
             raise ValueError(f"Router: max_retries must be >= 0, got {max_retries}")
         if overhead_ms < 0:
             raise ValueError(f"Router: overhead_ms must be >= 0, got {overhead_ms}")
+        if not query_cost_ms >= 0:
+            raise ValueError(f"Router: query_cost_ms must be >= 0, got {query_cost_ms}")
         self.workers = list(workers)
         self.policy = policy
         self.profile = policy.profile
@@ -239,6 +244,7 @@ class Router:
         self.late = late
         self.max_retries = max_retries
         self.overhead_s = overhead_ms / 1e3
+        self.query_cost_ms = float(query_cost_ms)
         self.metrics = metrics if metrics is not None else ServeMetrics()
         self.clock = clock
         self._queue: list[_Query] = []
@@ -361,7 +367,7 @@ class Router:
                 break
             head = self._queue[0]
             state = QueueState(now + self.overhead_s, head.deadline, self._queued,
-                               sum(w.alive for w in self.workers))
+                               sum(w.alive for w in self.workers), self.query_cost_ms)
             decision = (self.policy.decide(state) if head.subnet is None
                         else self.policy.decide_pinned(state, head.subnet))
             batch: list[_Query] = []

@@ -90,6 +90,7 @@ def simulate(
     late: str = "drop",
     max_queue: int | None = None,
     overhead_ms: float = 0.0,
+    query_cost_ms: float = 0.0,
     worker_failures: Sequence[float] = (),
 ) -> SimulationResult:
     """Replay ``trace`` through ``num_workers`` simulated workers scheduled by ``policy``.
@@ -103,6 +104,9 @@ def simulate(
             (a deadline miss that frees the worker); ``"serve"`` lets the policy serve it best effort.
         max_queue: bound on queued queries; arrivals beyond it are rejected (``None``: unbounded).
         overhead_ms: dispatch overhead added to every batch (and seen by the policy as less slack).
+        query_cost_ms: handling time per query outside the forward pass, spent by the worker serving it
+            (a CPU server, where handling and forward share the cores); the policy sees it as
+            :attr:`QueueState.query_cost_ms`.
         worker_failures: times (s) at which one worker dies; its in-flight batch is re-queued.
     """
     if late not in ("drop", "serve"):
@@ -113,6 +117,8 @@ def simulate(
         raise ValueError(f"simulate: max_queue must be >= 1 or None, got {max_queue}")
     if overhead_ms < 0:
         raise ValueError(f"simulate: overhead_ms must be >= 0, got {overhead_ms}")
+    if not query_cost_ms >= 0:
+        raise ValueError(f"simulate: query_cost_ms must be >= 0, got {query_cost_ms}")
     arrivals = trace.arrivals if isinstance(trace, Trace) else np.asarray(trace, dtype=np.float64)
     if arrivals.size and np.any(np.diff(arrivals) < 0):
         raise ValueError("simulate: arrival times must be sorted")
@@ -125,6 +131,7 @@ def simulate(
     latency_s = [[v / 1e3 for v in row] for row in profile.latency_ms]
     accuracy = profile.accuracies
     overhead = overhead_ms / 1e3
+    query_cost = query_cost_ms / 1e3
     fastest = policy.fastest_ms() / 1e3
     failures = sorted(worker_failures)
 
@@ -150,9 +157,9 @@ def simulate(
                     dropped += 1
                 if not queue:
                     break
-            d = decide(QueueState(now + overhead, queue[0][0], len(queue), alive))
+            d = decide(QueueState(now + overhead, queue[0][0], len(queue), alive, query_cost_ms))
             members = tuple(pop(queue)[1] for _ in range(min(d.batch_size, len(queue))))
-            finish = now + overhead + latency_s[d.subnet][len(members) - 1]
+            finish = now + overhead + latency_s[d.subnet][len(members) - 1] + query_cost * len(members)
             push(running, (finish, batch_ids, d.subnet, members))
             batch_ids += 1
             idle -= 1
@@ -165,7 +172,7 @@ def simulate(
         if t_finish == now:
             finish, _, s, members = pop(running)
             batches += 1
-            busy += latency_s[s][len(members) - 1] + overhead
+            busy += latency_s[s][len(members) - 1] + overhead + query_cost * len(members)
             per_subnet[s] += len(members)
             for q in members:
                 if finish <= deadlines[q]:
