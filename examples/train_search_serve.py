@@ -20,7 +20,14 @@ from torchmetrics.classification import MulticlassAccuracy
 from ws_core.bn import recalibrate_bn
 from ws_core.cost import CostModel
 from ws_core.search import pareto_search
-from ws_serve.calibration import choose_load, measure_capacity, measure_overhead, serve_and_replay, ws_serve_process
+from ws_serve.calibration import (
+    choose_load,
+    estimate_query_cost,
+    measure_capacity,
+    measure_overhead,
+    serve_and_replay,
+    ws_serve_process,
+)
 from ws_serve.deploy import deploy, save_served_set
 from ws_serve.traces import bursty_trace
 from ws_train import DelayedEpsilonShrinking, FashionMNISTDataModule, SuperNetModule
@@ -79,7 +86,8 @@ def main() -> None:
     profile = deploy(None, checkpoint, net=net, max_batch=8, backend="auto", progress=print).profile
 
     # 4. Calibrate on a server pinned to the most accurate SubNet, then replay one bursty trace per policy;
-    #    the load generator speaks the Open Inference Protocol over gRPC (the cheaper client).
+    #    the load generator speaks the Open Inference Protocol over gRPC (the cheaper client). The capacity
+    #    also gives the server time a query costs outside the forward pass, which SlackFit charges to a backlog.
     sample, transport = (3, 28, 28), "grpc"
     best = profile.num_subnets - 1
     with ws_serve_process(Path(checkpoint), f"fixed:{profile.subnet_ids[best]}", log=out / "calibration.log",
@@ -88,10 +96,12 @@ def main() -> None:
         _, slo_ms, estimate = choose_load(profile, "max", 1.0, overhead_ms=overhead)
         capacity = measure_capacity(address, model, sample, slo_ms, start_qps=estimate, transport=transport)
     _, slo_ms, rate = choose_load(profile, "max", 0.7, overhead_ms=overhead, capacity_qps=capacity)
+    query_cost = estimate_query_cost(profile, best, capacity)
     trace = bursty_trace(0.25 * rate, 0.75 * rate, cv2=8.0, duration_s=20.0, seed=0)
     for policy in ("slackfit", f"fixed:{profile.subnet_ids[best]}", f"fixed:{profile.subnet_ids[0]}"):
         report = serve_and_replay(Path(checkpoint), policy, trace, slo_ms, log=out / "server.log", model=model,
-                                  sample_shape=sample, overhead_ms=overhead, transport=transport)
+                                  sample_shape=sample, overhead_ms=overhead, query_cost_ms=query_cost,
+                                  transport=transport)
         print(f"{policy}: SLO attainment {report.slo_attainment:.3f}, "
               f"served accuracy {100 * report.mean_accuracy:.2f}%")
 
