@@ -110,3 +110,19 @@ def test_unknown_model_names_the_registered_ones(command, tmp_path, capsys):
     registered = ", ".join(timm.list_models("ws_*"))
     assert f"unknown model 'ws_ofa_mbv3_999' (registered: {registered})" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
+
+
+def test_checkpoint_builds_its_supernet_and_refuses_another_model(tmp_path, capsys, tiny_mbv3):
+    import torch
+
+    from ws_core.checkpoint import save_checkpoint
+    from ws_sushi.cli import _create_net, build_parser
+
+    ckpt = str(save_checkpoint(tiny_mbv3, tmp_path / "net.safetensors"))
+    net = _create_net(build_parser().parse_args(["simulate", *SMALL, "--checkpoint", ckpt]))
+    assert not net.training and net.active == tiny_mbv3.active
+    for key, value in tiny_mbv3.state_dict().items():
+        torch.testing.assert_close(net.state_dict()[key], value, rtol=0, atol=0, msg=key)
+    assert main(["simulate", "--model", "ws_ofa_resnet50_025_32", "--checkpoint", ckpt]) == 2
+    assert (f"{ckpt}: a checkpoint of 'ws_ofa_mbv3_035_32', not of --model 'ws_ofa_resnet50_025_32' "
+            "(pass --model ws_ofa_mbv3_035_32)") in capsys.readouterr().err

@@ -31,6 +31,7 @@ from torch import nn
 
 from .config import SubNetConfig
 from .elastic import ElasticModule
+from .io import atomic_write_text
 from .supernet import SuperNet, iter_active_modules
 
 __all__ = [
@@ -224,10 +225,7 @@ class LatencyTable:
         return cls.from_dict(json.loads(s))
 
     def save(self, path: str | os.PathLike) -> None:
-        tmp = f"{path}.tmp"
-        with open(tmp, "w") as f:
-            f.write(self.to_json(indent=1))
-        os.replace(tmp, path)
+        atomic_write_text(path, self.to_json(indent=1))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> LatencyTable:

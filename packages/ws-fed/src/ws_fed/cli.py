@@ -22,7 +22,7 @@ from .config import FedConfig
 from .federated import specialise_targets, write_json
 from .partition import dataset_labels, dirichlet_partition, iid_partition, label_histogram
 from .specialise import CRITERIA, DeploymentTarget, format_table
-from .task import build_supernet, load_digits
+from .task import load_digits
 
 __all__ = ["PROG", "build_parser", "main"]
 
@@ -30,7 +30,7 @@ PROG = "ws-fed"
 
 
 def _specialise(args: argparse.Namespace) -> int:
-    from ws_core.checkpoint import load_checkpoint, read_checkpoint_metadata
+    from ws_core.checkpoint import create_from_checkpoint, read_checkpoint_metadata
 
     extra = read_checkpoint_metadata(args.checkpoint)["extra"]
     seed = int(extra.get("seed", 0)) if args.seed is None else args.seed
@@ -38,8 +38,7 @@ def _specialise(args: argparse.Namespace) -> int:
                     seed=seed, search_population=args.population, search_generations=args.generations,
                     search_criterion=args.criterion, search_share_candidates=not args.independent_searches,
                     bn_batches=args.bn_batches)
-    net = build_supernet(cfg.model, cfg.image_size, seed=None)
-    load_checkpoint(net, args.checkpoint)
+    net = create_from_checkpoint(args.checkpoint, in_chans=1, resolutions=(cfg.image_size,))
     targets = [DeploymentTarget(f"macs<={m / 1e6:g}M", max_macs=m) for m in args.macs or []]
     targets += [DeploymentTarget(f"latency<={ms:g}ms", max_latency_ms=ms) for ms in args.latency_ms or []]
     if not targets:

@@ -22,7 +22,7 @@ import timm
 import torch
 
 import ws_core  # noqa: F401  (registers the ws_* SuperNets in timm)
-from ws_core.checkpoint import load_checkpoint, read_checkpoint_metadata, read_safetensors
+from ws_core.checkpoint import CheckpointError, create_from_checkpoint, read_checkpoint_metadata, read_safetensors
 from ws_core.supernet import SuperNet
 
 from .backends import make_backend
@@ -54,19 +54,19 @@ def served_set_path(checkpoint: str | os.PathLike) -> Path:
 
 def load_supernet(model: str | None, checkpoint: str | os.PathLike | None = None, num_classes: int | None = None,
                   seed: int = 0) -> SuperNet:
-    """A registered ws-core SuperNet (``timm.create_model``), with ``checkpoint`` loaded if given, in eval mode."""
-    if checkpoint is not None:
-        meta = read_checkpoint_metadata(checkpoint)
-        model = model or meta["architecture"]
-        num_classes = num_classes if num_classes is not None else meta["num_classes"]
+    """A registered ws-core SuperNet (``timm.create_model``) in eval mode. With a ``checkpoint``, the SuperNet it was
+    saved from (:func:`ws_core.checkpoint.create_from_checkpoint`); ``model``, if given, must be its architecture."""
+    architecture = None if checkpoint is None else read_checkpoint_metadata(checkpoint)["architecture"]
+    model = model or architecture
     registered = timm.list_models("ws_*")
     if model not in registered:
         raise ValueError(f"model must be one of {registered}, got {model!r}")
+    if checkpoint is not None and model != architecture:
+        raise CheckpointError(f"{checkpoint}: a checkpoint of {architecture!r}, not of the model {model!r} "
+                              "(leave the model out to load the checkpoint's)")
     torch.manual_seed(seed)
     kwargs = {} if num_classes is None else {"num_classes": num_classes}
-    net = timm.create_model(model, **kwargs)
-    if checkpoint is not None:
-        load_checkpoint(net, checkpoint)
+    net = timm.create_model(model, **kwargs) if checkpoint is None else create_from_checkpoint(checkpoint, **kwargs)
     return net.eval()
 
 

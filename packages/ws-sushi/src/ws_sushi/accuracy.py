@@ -38,6 +38,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from ws_core import CostModel, SearchSpace, SubNetConfig
+from ws_core.io import atomic_write_text
 
 __all__ = ["ACCURACY_LABELS", "PROXY_LABEL", "AccuracyTable", "uniform_subnets"]
 
@@ -190,10 +191,7 @@ class AccuracyTable(Mapping):
         return cls(configs, accs, d.get("metric", "top1"), d.get("source", "measured"))
 
     def save(self, path: str | os.PathLike) -> None:
-        tmp = f"{path}.tmp"
-        with open(tmp, "w") as f:
-            json.dump(self.to_dict(), f, indent=1)
-        os.replace(tmp, path)
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=1))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> AccuracyTable:

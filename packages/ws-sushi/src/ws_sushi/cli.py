@@ -31,16 +31,23 @@ def _create_net(args: argparse.Namespace) -> Any:
         raise ValueError(f"unknown model {args.model!r} (registered: {', '.join(timm.list_models('ws_*'))})")
     if getattr(args, "seed", None) is not None:
         torch.manual_seed(args.seed)  # an untrained SuperNet's weights: the same for the same --seed
+    if args.checkpoint:
+        from timm.models import split_model_name_tag
+
+        from ws_core.checkpoint import CheckpointError, create_from_checkpoint, read_checkpoint_metadata
+
+        architecture = read_checkpoint_metadata(args.checkpoint)["architecture"]
+        if architecture != split_model_name_tag(args.model)[0]:
+            raise CheckpointError(f"{args.checkpoint}: a checkpoint of {architecture!r}, not of --model "
+                                  f"{args.model!r} (pass --model {architecture})")
+        overrides = {} if args.num_classes is None else {"num_classes": args.num_classes}
+        return create_from_checkpoint(args.checkpoint, **overrides).eval()
     try:
         net = timm.create_model(args.model, num_classes=args.num_classes)
     except RuntimeError as e:
         raise ValueError(f"cannot create model {args.model!r} ({e}); SuperNets: {timm.list_models('ws_*')}") from None
     if not hasattr(net, "weight_slices"):
         raise ValueError(f"model {args.model!r} is not a ws-core SuperNet; choose one of {timm.list_models('ws_*')}")
-    if args.checkpoint:
-        from ws_core import load_checkpoint
-
-        load_checkpoint(net, args.checkpoint)
     return net.eval()
 
 
@@ -214,7 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def model_args(p: argparse.ArgumentParser, default: str) -> None:
         p.add_argument("--model", default=default, help=f"a ws_* SuperNet from timm's registry (default {default})")
-        p.add_argument("--num-classes", type=int, default=None, help="classifier outputs (default: the model's)")
+        p.add_argument("--num-classes", type=int, default=None,
+                       help="classifier outputs (default: the checkpoint's or the model's)")
         p.add_argument("--checkpoint", default=None, help="a ws-core checkpoint (safetensors) to load")
 
     s = sub.add_parser("simulate", help="SubGraph-Stationary vs no cache vs static cache on a query stream")

@@ -31,6 +31,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ws_core.io import atomic_write_text
+
 __all__ = ["HardwareProfile", "list_profiles", "load_profile"]
 
 
@@ -136,10 +138,7 @@ class HardwareProfile:
         return json.dumps(self.to_dict(), **kwargs)
 
     def save(self, path: str | os.PathLike) -> None:
-        tmp = f"{path}.tmp"
-        with open(tmp, "w") as f:
-            f.write(self.to_json(indent=2))
-        os.replace(tmp, path)
+        atomic_write_text(path, self.to_json(indent=2))
 
 
 def _builtin_dir():

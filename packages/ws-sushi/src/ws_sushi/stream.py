@@ -37,6 +37,8 @@ from typing import Any
 
 import numpy as np
 
+from ws_core.io import atomic_path, atomic_write_text
+
 __all__ = ["Phase", "QueryStream", "generate_stream", "load_phases", "read_trace", "reference_phases", "write_trace"]
 
 _ARRIVAL = ("arrival_s", "timestamp_s", "time_s", "t")
@@ -210,20 +212,17 @@ def read_trace(path: str | os.PathLike) -> QueryStream:
 def write_trace(stream: QueryStream, path: str | os.PathLike) -> None:
     """Write ``stream`` as CSV (or JSON for a ``.json`` path), atomically."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
     rows = [{"arrival_s": float(a), "latency_target_ms": float(t) * 1e3,
              "accuracy_target": None if math.isnan(c) else float(c)}
             for a, t, c in zip(stream.arrival_s, stream.latency_target_s, stream.accuracy_target)]
     if path.suffix.lower() == ".json":
-        with open(tmp, "w") as f:
-            json.dump({"queries": rows}, f)
+        atomic_write_text(path, json.dumps({"queries": rows}))
     else:
-        with open(tmp, "w", newline="") as f:
+        with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=["arrival_s", "latency_target_ms", "accuracy_target"])
             w.writeheader()
             for r in rows:
                 w.writerow({k: ("" if v is None else repr(v)) for k, v in r.items()})
-    os.replace(tmp, path)
 
 
 

@@ -1,0 +1,33 @@
+"""``load_supernet``: a registered SuperNet, or the one a checkpoint was saved from."""
+
+from __future__ import annotations
+
+import pytest
+import timm
+import torch
+
+from ws_core.checkpoint import CheckpointError, save_checkpoint
+from ws_serve.deploy import load_supernet
+
+
+def test_load_supernet_builds_the_checkpoints_supernet(tmp_path):
+    torch.manual_seed(0)
+    saved = timm.create_model("ws_ofa_mbv3_035_32", num_classes=7)
+    saved.activate(saved.space.min())
+    ckpt = save_checkpoint(saved, tmp_path / "net.safetensors")
+    for model in (None, "ws_ofa_mbv3_035_32"):
+        net = load_supernet(model, ckpt, seed=1)
+        assert net.num_classes == 7 and not net.training and net.active == saved.space.min()
+        for key, value in saved.state_dict().items():
+            torch.testing.assert_close(net.state_dict()[key], value, rtol=0, atol=0, msg=key)
+
+
+def test_load_supernet_checks_the_model_against_the_checkpoint(tmp_path):
+    ckpt = save_checkpoint(timm.create_model("ws_ofa_mbv3_035_32", num_classes=10), tmp_path / "net.safetensors")
+    with pytest.raises(CheckpointError, match="a checkpoint of 'ws_ofa_mbv3_035_32', not of the model "
+                                              "'ws_ofa_resnet50_025_32'"):
+        load_supernet("ws_ofa_resnet50_025_32", ckpt)
+    with pytest.raises(ValueError, match=r"model must be one of \[.*\], got 'resnet18'"):
+        load_supernet("resnet18", ckpt)
+    with pytest.raises(CheckpointError, match="not a readable safetensors file"):
+        load_supernet(None, tmp_path / "missing.safetensors")
