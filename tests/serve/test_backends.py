@@ -220,7 +220,7 @@ def test_auto_is_onnxruntime_on_cpu_with_eager_fallback(tiny_net, configs, tmp_p
     act = SubNetAct(tiny_net, configs[:2])
     assert backends_module.DEFAULT_BACKEND == "auto"
     auto = make_backend("auto", act, cache_dir=tmp_path)
-    assert isinstance(auto, OnnxRuntimeBackend) and auto.threads == torch.get_num_threads()
+    assert isinstance(auto, OnnxRuntimeBackend) and auto.threads is None  # chosen per SubNet
 
     def broken(self, row, shape):
         if row == 1:
@@ -240,6 +240,36 @@ def test_auto_is_onnxruntime_on_cpu_with_eager_fallback(tiny_net, configs, tmp_p
     strict = OnnxRuntimeBackend(act, cache_dir=None, fallback=False)
     with pytest.raises(RuntimeError, match="unsupported operator"):
         strict.prepare((3, 32, 32), [1])
+
+
+def test_intra_op_threads_are_chosen_per_subnet_by_measurement(tiny_net, configs, monkeypatch):
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 3)
+    opened = []
+    real = OnnxRuntimeBackend._open
+
+    def spy(self, model, threads):
+        opened.append(threads)
+        return real(self, model, threads)
+
+    monkeypatch.setattr(OnnxRuntimeBackend, "_open", spy)
+    act = SubNetAct(tiny_net, configs[:2])
+    measured = OnnxRuntimeBackend(act, cache_dir=None)
+    measured.prepare((3, 32, 32), [1, 3])
+    assert opened == [1, 3, 1, 3]  # both candidates, for each SubNet
+    chosen = measured.threads_by_subnet()
+    assert list(chosen) == list(act.ids) and set(chosen.values()) <= {1, 3}
+    assert all(measured.sessions[r].session.get_session_options().intra_op_num_threads == chosen[act.ids[r]]
+               for r in range(2))
+    opened.clear()
+    fixed = OnnxRuntimeBackend(act, cache_dir=None, threads=2)
+    fixed.prepare((3, 32, 32), [1, 3])
+    assert opened == [2, 2] and fixed.threads_by_subnet() == dict.fromkeys(act.ids, 2)
+    x = _x()
+    with torch.no_grad():
+        for r in range(2):
+            torch.testing.assert_close(measured(x, r), act.extract(r).eval()(x), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match=r"threads must be >= 1 or None \(chosen per SubNet\), got 0"):
+        OnnxRuntimeBackend(act, threads=0)
 
 
 def test_bad_inputs_give_clear_errors(tiny_net, configs, tmp_path, monkeypatch):

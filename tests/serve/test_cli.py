@@ -214,6 +214,14 @@ def test_the_extras_named_in_hints_exist():
     assert {"ray", "grpc", "tensorrt"} <= set(metadata("ws-serve").get_all("Provides-Extra"))
 
 
+def test_intra_op_threads_need_onnxruntime_on_the_cpu(capsys, no_work):
+    err = _refused(capsys, [*RUN, "--backend", "eager", "--intra-op-threads", "1"])
+    assert "--intra-op-threads sets ONNX Runtime's threads on the CPU" in err and "got --backend eager" in err
+    with pytest.raises(SystemExit):
+        main([*RUN, "--intra-op-threads", "0"])
+    assert "--intra-op-threads: must be > 0, got 0" in capsys.readouterr().err
+
+
 def test_devices_are_checked_before_any_work(monkeypatch, capsys, no_work):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     err = _refused(capsys, [*RUN, "--device", "cuda"])

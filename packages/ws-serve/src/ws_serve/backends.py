@@ -34,6 +34,7 @@ import hashlib
 import io
 import json
 import os
+import statistics
 import time
 import warnings
 import weakref
@@ -276,12 +277,12 @@ def default_cache_dir() -> Path:
 
 
 class _Session:
-    """An ONNX Runtime session and the bytes of its weights."""
+    """An ONNX Runtime session, the bytes of its weights and its intra-op thread count."""
 
-    __slots__ = ("__weakref__", "session", "weight_bytes")
+    __slots__ = ("__weakref__", "session", "threads", "weight_bytes")
 
-    def __init__(self, session: Any, weight_bytes: int) -> None:
-        self.session, self.weight_bytes = session, weight_bytes
+    def __init__(self, session: Any, weight_bytes: int, threads: int = 1) -> None:
+        self.session, self.weight_bytes, self.threads = session, weight_bytes, threads
 
 
 # Sessions are shared between backends of one process (e.g. the CPU workers' replicas of one deployment):
@@ -308,7 +309,12 @@ class OnnxRuntimeBackend(Backend):
 
     Args:
         act: the deployment (on the CPU).
-        threads: ONNX Runtime intra-op threads per session (default ``torch.get_num_threads()``).
+        threads: ONNX Runtime intra-op threads per session. ``None`` (default): chosen per SubNet by
+            measurement when :meth:`prepare` opens its session — one thread or
+            ``torch.get_num_threads()``, whichever runs the smallest and the largest prepared batch
+            faster in sum. Small SubNets run faster on one thread (waking idle threads costs more than
+            they save: 0.12 vs 0.24 ms at batch 1 for a 0.35-MMAC SubNet on 2 cores, passive waiting),
+            large ones on several (9.6 vs 14.3 ms for OFA MobileNetV3's max SubNet at 224 px).
         cache_dir: folder of the exported files; ``True`` (default): :func:`default_cache_dir`;
             ``None`` or ``False``: export in memory on every start.
         spinning: let idle intra-op threads spin (lower latency on a quiet machine, burns cores on a
@@ -339,9 +345,10 @@ class OnnxRuntimeBackend(Backend):
         if self.device.type != "cpu" and self.providers == ["CPUExecutionProvider"]:
             raise RuntimeError(f"OnnxRuntimeBackend runs on the CPU; the deployment is on {self.device} "
                                f"(use backend 'eager' there, or pass providers)")
-        threads = torch.get_num_threads() if threads is None else int(threads)
-        if threads < 1:
-            raise ValueError(f"threads must be >= 1, got {threads}")
+        if threads is not None:
+            threads = int(threads)
+            if threads < 1:
+                raise ValueError(f"threads must be >= 1 or None (chosen per SubNet), got {threads}")
         self.threads = threads
         if cache_dir is True:
             cache_dir = default_cache_dir()
@@ -367,7 +374,7 @@ class OnnxRuntimeBackend(Backend):
         for row, sid in enumerate(self.act.ids):
             shape = self._subnet_shape(row, sample_shape)
             try:
-                entry = self._session(row, shape, base)
+                entry = self._session(row, shape, base, warm)
                 for b in warm:  # first runs allocate and plan; keep them out of serving
                     entry.session.run(None, {self._input_name: torch.zeros(b, *shape).numpy()})
             except Exception as e:  # any exporter or runtime failure falls back to eager
@@ -405,10 +412,10 @@ class OnnxRuntimeBackend(Backend):
         _hash_tensors(digest, sorted(self.act.statistics(row).state_dict().items()))
         return digest.hexdigest()[:24]
 
-    def _session(self, row: int, shape: tuple[int, ...], base: str) -> _Session:
+    def _session(self, row: int, shape: tuple[int, ...], base: str, batches: Sequence[int] = (1,)) -> _Session:
         """The session of one SubNet: shared in-process, else from the cache file, else exported."""
         key = self._key(row, shape, base)
-        pool_key = (key, self.threads, self.spinning, tuple(self.providers))
+        pool_key = (key, self.threads, self.spinning, tuple(self.providers), tuple(batches))
         entry = _SESSIONS.get(pool_key)
         if entry is not None:
             return entry
@@ -419,7 +426,7 @@ class OnnxRuntimeBackend(Backend):
         if path is not None and path.is_file():
             try:
                 model = path.read_bytes()
-                session = self._open(model)
+                session, threads = self._open_fastest(model, shape, batches)
             except Exception as e:  # a damaged cache entry is exported again
                 warnings.warn(f"OnnxRuntimeBackend: cached {path} could not be loaded ({type(e).__name__}: {e}); "
                               f"exporting it again", RuntimeWarning, stacklevel=4)
@@ -429,8 +436,8 @@ class OnnxRuntimeBackend(Backend):
             self.exported.append(sid)
             if path is not None:
                 atomic_write_bytes(path, model)
-            session = self._open(model)
-        entry = _Session(session, _initializer_bytes(model))
+            session, threads = self._open_fastest(model, shape, batches)
+        entry = _Session(session, _initializer_bytes(model), threads)
         _SESSIONS[pool_key] = entry
         return entry
 
@@ -444,10 +451,34 @@ class OnnxRuntimeBackend(Backend):
                               dynamic_axes={self._input_name: {0: "batch"}, "logits": {0: "batch"}})
         return buf.getvalue()
 
-    def _open(self, model: bytes) -> Any:
+    def _open_fastest(self, model: bytes, shape: tuple[int, ...], batches: Sequence[int]) -> tuple[Any, int]:
+        """A session with ``self.threads`` intra-op threads, or, when that is ``None``, with one thread or
+        ``torch.get_num_threads()``, whichever runs ``batches`` faster (sum of medians of 5 interleaved runs
+        after 2 warm-up runs each); returns it with its thread count."""
+        candidates = [self.threads] if self.threads is not None else sorted({1, torch.get_num_threads()})
+        sessions = {t: self._open(model, t) for t in candidates}
+        if len(sessions) == 1:
+            return sessions[candidates[0]], candidates[0]
+        inputs = [{self._input_name: torch.zeros(b, *shape).numpy()} for b in batches]
+        times: dict[int, list[list[float]]] = {t: [[] for _ in inputs] for t in sessions}
+        for repeat in range(7):
+            for t, session in sessions.items():
+                for i, feed in enumerate(inputs):
+                    start = time.perf_counter()
+                    session.run(None, feed)
+                    if repeat >= 2:
+                        times[t][i].append(time.perf_counter() - start)
+        best = min(sessions, key=lambda t: (sum(statistics.median(m) for m in times[t]), t))
+        return sessions[best], best
+
+    def threads_by_subnet(self) -> dict[str, int]:
+        """Intra-op threads of each SubNet's session (after :meth:`prepare`)."""
+        return {self.act.ids[row]: entry.threads for row, entry in sorted(self.sessions.items())}
+
+    def _open(self, model: bytes, threads: int) -> Any:
         ort = self._ort
         options = ort.SessionOptions()
-        options.intra_op_num_threads = self.threads
+        options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

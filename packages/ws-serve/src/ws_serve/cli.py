@@ -167,6 +167,11 @@ def _preflight(args: argparse.Namespace) -> str | None:
         return f"--backend {backend} runs on CUDA GPUs; --device is {args.device} (use --device cuda)"
     if backend == "onnxruntime" and args.device != "cpu":
         return f"--backend onnxruntime runs on the CPU; --device is {args.device} (use --backend auto or eager there)"
+    threads = getattr(args, "intra_op_threads", None)
+    ray = getattr(args, "ray", False)
+    if threads is not None and (backend not in ("auto", "onnxruntime") or args.device != "cpu" or ray):
+        return (f"--intra-op-threads sets ONNX Runtime's threads on the CPU (--backend auto or onnxruntime, "
+                f"local workers); got --backend {backend}, --device {args.device}{', --ray' if ray else ''}")
     return None
 
 
@@ -207,7 +212,8 @@ def _serve(args: argparse.Namespace) -> None:
         asyncio.run(ready())
     else:
         devices = [f"cuda:{i}" for i in range(args.workers)] if args.device.startswith("cuda") else None
-        workers = make_local_workers(dep, args.workers, args.backend, devices)
+        options = {} if args.intra_op_threads is None else {"threads": args.intra_op_threads}
+        workers = make_local_workers(dep, args.workers, args.backend, devices, options)
     app, router = build_app(dep, workers, args.policy, max_queue=args.max_queue, late=args.late,
                             overhead_ms=args.overhead_ms, query_cost_ms=args.query_cost_ms,
                             default_slo_ms=args.slo_ms,
@@ -430,6 +436,9 @@ def build_parser() -> argparse.ArgumentParser:
                      choices=["auto", "eager", "onnxruntime", "compile", "cudagraphs", "tensorrt"],
                      help="auto: onnxruntime on CPU (eager for SubNets whose export fails), eager on GPU")
     run.add_argument("--ray", action="store_true", help="run workers as Ray actors (ws-serve[ray])")
+    run.add_argument("--intra-op-threads", type=_positive(int), default=None,
+                     help="ONNX Runtime intra-op threads per SubNet session (default: one or all of torch's "
+                          "threads, whichever runs the SubNet faster, measured at start-up)")
     run.add_argument("--profile", help="a profile JSON to use instead of measuring")
     run.add_argument("--slo-ms", type=_positive(float), default=100.0, help="default latency SLO of a request")
     run.add_argument("--max-queue", type=_positive(int), default=1024, help="queued queries before 503")

@@ -13,7 +13,7 @@ actor) builds the same weights.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -228,8 +228,10 @@ def deploy(
 
 
 def make_local_workers(dep: Deployment, workers: int = 1, backend: str = "auto",
-                       devices: Sequence[str] | None = None) -> list[Worker]:
-    """One :class:`LocalWorker` per device; on CPU, ``workers`` workers sharing one weight copy."""
+                       devices: Sequence[str] | None = None,
+                       backend_options: Mapping[str, Any] | None = None) -> list[Worker]:
+    """One :class:`LocalWorker` per device; on CPU, ``workers`` workers sharing one weight copy.
+    ``backend_options`` go to :func:`~ws_serve.backends.make_backend` (e.g. ``threads`` for ONNX Runtime)."""
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     device = next(dep.act.net.parameters()).device
@@ -244,7 +246,7 @@ def make_local_workers(dep: Deployment, workers: int = 1, backend: str = "auto",
             a.net.to(d)
         names = devs
     for a, name in zip(acts, names):
-        b = make_backend(backend, a)
+        b = make_backend(backend, a, **dict(backend_options or {}))
         b.prepare(dep.model.sample_shape, range(1, dep.model.max_batch + 1))
         out.append(LocalWorker(b, name))
     return out
