@@ -184,7 +184,7 @@ def memory(args, served6):
 
 class _OrtPeer:
     """ONNX Runtime on the plainly extracted SubNets: what a user would deploy (default session options,
-    or ``open_session(model_bytes)``)."""
+    or ``open_session(model_bytes, subnet_id)``)."""
 
     def __init__(self, plain, served, tmp, name, open_session=None):
         import onnxruntime as ort
@@ -201,7 +201,7 @@ class _OrtPeer:
                                   input_names=["x"], dynamic_axes={"x": {0: "batch"}})
             self.nbytes += ws_backends._initializer_bytes(path.read_bytes())
             self.sessions[cfg.id] = (ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-                                     if open_session is None else open_session(path.read_bytes()))
+                                     if open_session is None else open_session(path.read_bytes(), cfg.id))
         self.prepare_seconds = time.perf_counter() - t0
 
     def weight_bytes(self):
@@ -246,7 +246,8 @@ def backend_table(args):
         peer = "ORT on extracted SubNets, default session options (peer)"
         tuned = "ORT on extracted SubNets, the backend's session options"
         rows[peer] = _OrtPeer(plain, served, tmp, peer)
-        rows[tuned] = _OrtPeer(plain, served, tmp, tuned, open_session=default._open)
+        threads = default.threads_by_subnet()  # the intra-op threads the backend chose per SubNet
+        rows[tuned] = _OrtPeer(plain, served, tmp, tuned, open_session=lambda model, sid: default._open(model, threads[sid]))
         prepare = {name: b.prepare_seconds for name, b in rows.items()}
         prepare_cached = {f"{default.name} (default: `{DEFAULT_BACKEND}`)": cached.prepare_seconds}
         xs = {b: torch.randn(b, *shape, generator=torch.Generator().manual_seed(b)) for b in (1, 16)}

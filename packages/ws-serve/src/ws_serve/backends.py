@@ -289,7 +289,18 @@ class _Session:
 # the same exported SubNet with the same session options is loaded once (sessions are thread-safe).
 _SESSIONS: weakref.WeakValueDictionary[tuple, _Session] = weakref.WeakValueDictionary()
 
-_ONNX_FORMAT = "ws_serve.onnx/1"
+_ONNX_FORMAT = "ws_serve.onnx/2"  # /2: a SubNet at a lower resolution resizes its input inside the graph
+
+
+class _ResizedInput(torch.nn.Module):
+    """A SubNet behind the bilinear resize to its resolution that SubNetAct applies (exported as ONNX Resize)."""
+
+    def __init__(self, net: torch.nn.Module, size: int) -> None:
+        super().__init__()
+        self.net, self.size = net, size
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False))
 
 
 class OnnxRuntimeBackend(Backend):
@@ -363,6 +374,7 @@ class OnnxRuntimeBackend(Backend):
         self.fallback_ids: list[str] = []
         self._input_name = "x"
         self._input_shape: dict[int, tuple[int, ...]] = {}
+        self._resizing: set[int] = set()  # rows whose graph resizes the input to their resolution
         self._eager: EagerBackend | None = None
 
     # Preparation --------------------------------------------------------------------------------
@@ -371,8 +383,9 @@ class OnnxRuntimeBackend(Backend):
         self.exported, self.fallback_ids = [], []
         base = self._base_key()
         warm = sorted(set(batch_sizes))[:1] + sorted(set(batch_sizes))[-1:] or [1]
+        self._resizing.clear()
         for row, sid in enumerate(self.act.ids):
-            shape = self._subnet_shape(row, sample_shape)
+            shape = tuple(sample_shape)  # a SubNet at a lower resolution resizes inside its graph
             try:
                 entry = self._session(row, shape, base, warm)
                 for b in warm:  # first runs allocate and plan; keep them out of serving
@@ -387,12 +400,15 @@ class OnnxRuntimeBackend(Backend):
                 continue
             self.sessions[row] = entry
             self._input_shape[row] = shape
+            if self._resize_to(row, shape) is not None:
+                self._resizing.add(row)
 
-    def _subnet_shape(self, row: int, sample_shape: tuple[int, ...]) -> tuple[int, ...]:
+    def _resize_to(self, row: int, shape: tuple[int, ...]) -> int | None:
+        """The resolution an input of ``shape`` is resized to inside SubNet ``row``'s graph, if any."""
         size = self.act._resolution[row]
-        if size is None or len(sample_shape) != 3:
-            return sample_shape
-        return (sample_shape[0], int(size), int(size))
+        if size is None or len(shape) != 3 or tuple(shape[1:]) == (size, size):
+            return None
+        return int(size)
 
     def _base_key(self) -> str:
         import onnx
@@ -443,12 +459,15 @@ class OnnxRuntimeBackend(Backend):
 
     def _export(self, row: int, shape: tuple[int, ...]) -> bytes:
         sub = self.act.extract(row).eval()
+        axes = {0: "batch"}
+        if (size := self._resize_to(row, shape)) is not None:  # any image size in, resized as SubNetAct does
+            sub, axes = _ResizedInput(sub, size).eval(), {0: "batch", 2: "height", 3: "width"}
         buf = io.BytesIO()
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # the TorchScript-based exporter's deprecation and tracer notes
             torch.onnx.export(sub, (torch.zeros(1, *shape),), buf, dynamo=False, opset_version=self.opset,
                               input_names=[self._input_name], output_names=["logits"],
-                              dynamic_axes={self._input_name: {0: "batch"}, "logits": {0: "batch"}})
+                              dynamic_axes={self._input_name: axes, "logits": {0: "batch"}})
         return buf.getvalue()
 
     def _open_fastest(self, model: bytes, shape: tuple[int, ...], batches: Sequence[int]) -> tuple[Any, int]:
@@ -506,7 +525,7 @@ class OnnxRuntimeBackend(Backend):
             raise RuntimeError("OnnxRuntimeBackend: call prepare() before serving")
         self._check_input(x)
         shape = self._input_shape[row]
-        if tuple(x.shape[1:]) != shape:
+        if tuple(x.shape[1:]) != shape and not (row in self._resizing and x.dim() == 4):
             size = self.act._resolution[row]
             if size is None or x.dim() != 4:
                 raise ValueError(f"OnnxRuntimeBackend: SubNet {self.act.ids[row]} takes inputs [batch, "
