@@ -247,7 +247,8 @@ def backend_table(args):
         tuned = "ORT on extracted SubNets, the backend's session options"
         rows[peer] = _OrtPeer(plain, served, tmp, peer)
         threads = default.threads_by_subnet()  # the intra-op threads the backend chose per SubNet
-        rows[tuned] = _OrtPeer(plain, served, tmp, tuned, open_session=lambda model, sid: default._open(model, threads[sid]))
+        rows[tuned] = _OrtPeer(plain, served, tmp, tuned,
+                               open_session=lambda model, sid: default._open(model, threads[sid]))
         prepare = {name: b.prepare_seconds for name, b in rows.items()}
         prepare_cached = {f"{default.name} (default: `{DEFAULT_BACKEND}`)": cached.prepare_seconds}
         xs = {b: torch.randn(b, *shape, generator=torch.Generator().manual_seed(b)) for b in (1, 16)}
