@@ -133,6 +133,26 @@ def test_invalid_configs_raise_value_error_naming_dimension(model):
         net.activate(dict(good, resolution=33))
 
 
+def test_mark_active_records_the_subnet_without_configuring_layers(model, monkeypatch):
+    _, net = model
+    previous = net.active
+    cfg = _configs(net, 1, seed=5)[0]
+
+    def configure(_cfg):
+        raise AssertionError("mark_active must not configure layers")
+
+    monkeypatch.setattr(net, "_configure", configure)
+    try:
+        assert net.mark_active(cfg.to_dict()) == cfg and net.active == cfg  # a dict is canonicalised
+        bad = dict(cfg.to_dict(), depth=[99] * len(cfg["depth"]))
+        with pytest.raises(ValueError, match="'depth'"):
+            net.mark_active(bad)
+        assert net.active == cfg  # unchanged by the invalid config
+    finally:
+        monkeypatch.undo()
+        net.activate(previous)
+
+
 def test_seeded_sampling_is_reproducible(model):
     _, net = model
     a = _configs(net, 5, seed=11)

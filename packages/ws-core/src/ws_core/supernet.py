@@ -229,6 +229,17 @@ class SuperNet(_StemStagesHead):
         object.__setattr__(self, "_active", canonical)
         return canonical
 
+    def mark_active(self, cfg: Mapping[str, Any] | SubNetConfig) -> SubNetConfig:
+        """Record ``cfg`` as the active SubNet without configuring any layer, for an actuator that routes
+        the forward itself (ws-serve's ``SubNetAct``); :attr:`active` then reports it.
+
+        A config seen before costs one dictionary lookup; others are validated as by :meth:`activate`.
+        Returns the canonical config.
+        """
+        canonical = self._canonical(cfg)
+        object.__setattr__(self, "_active", canonical)
+        return canonical
+
     @property
     def active(self) -> SubNetConfig:
         """The active :class:`SubNetConfig`."""

@@ -377,7 +377,7 @@ class SubNetAct:
         if row is None:
             row = self.row(subnet)
         self.state.row = row
-        object.__setattr__(self.net, "_active", self.served[row])
+        self.net.mark_active(self.served[row])
 
     def __call__(self, x: Tensor, subnet: int | str | Mapping[str, Any] | None = None) -> Tensor:
         """Forward ``x`` through ``subnet`` (default: the actuated one)."""
