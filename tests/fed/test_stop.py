@@ -21,21 +21,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
-import sys
-import tempfile
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-APP_DIR = Path(__file__).resolve().parents[2] / "packages" / "ws-fed"
-BIN_DIR = Path(sys.executable).parent
 EXECUTABLES = ("flwr", "flower-superlink", "flower-superexec", "flwr-simulation")
 FEDERATION = "num-supernodes=2 client-resources-num-cpus=1 init-args-num-cpus=1"  # one Ray actor at a time
 RAY_UP_TIMEOUT_S = 240
@@ -44,16 +37,6 @@ RAY_AGENTS_EXIT_TIMEOUT_S = 240  # Ray's dashboard and runtime-env agents poll t
 SUPERLINK_EXIT_TIMEOUT_S = 30
 RAY_CORE = ("flwr-simulation", "raylet", "gcs_server", "ray::ClientAppActor", "ray::IDLE", "ray/_private/",
             "ray/autoscaler/", "ray/dashboard/dashboard.py")
-
-
-def _which(name: str) -> str | None:
-    return shutil.which(name, path=f"{BIN_DIR}{os.pathsep}{os.environ.get('PATH', '')}")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _is_flower_server(cmd: str) -> bool:
@@ -67,42 +50,16 @@ class Tree:
     stay in their session when orphaned, also after overwriting their environment (``setproctitle``).
     """
 
-    def __init__(self, tmp_path: Path) -> None:
-        self.token = uuid.uuid4().hex
-        self.home = tmp_path / "flwr-home"
-        self.home.mkdir()
-        self.ray_tmp = Path(tempfile.mkdtemp(prefix="wsfed-ray-"))  # short: Ray's socket paths are length-limited
+    def __init__(self, sandbox, tmp_path: Path) -> None:
+        self.sandbox = sandbox  # a FlowerSandbox (conftest)
         self.log_path = tmp_path / "superlink.log"
-        self.env = {
-            **os.environ,
-            "FLWR_HOME": str(self.home),
-            "RAY_TMPDIR": str(self.ray_tmp),
-            "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
-            "FLWR_DISABLE_UPDATE_CHECK": "1",
-            "FLWR_TELEMETRY_ENABLED": "0",
-            "RAY_USAGE_STATS_ENABLED": "0",
-            "OMP_NUM_THREADS": "1",
-            "WS_FED_TEST_TOKEN": self.token,
-            # as `source .venv/bin/activate` does: Flower starts flower-superexec and flwr-simulation by name
-            "PATH": f"{BIN_DIR}{os.pathsep}{os.environ.get('PATH', '')}",
-        }
         self.sessions: set[int] = set()
         self.superlink: subprocess.Popen | None = None
 
     def processes(self) -> dict[int, str]:
         """Live (not zombie) processes of this test: pid -> command line."""
-        needle = f"WS_FED_TEST_TOKEN={self.token}".encode()
         own = {os.getsid(0), os.getpid()}
-        stats: dict[int, tuple[int, bool]] = {}  # pid -> (session, carries the token)
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit() or int(entry.name) == os.getpid():
-                continue
-            try:
-                state, _ppid, _pgrp, session = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:4]
-                if state != "Z":
-                    stats[int(entry.name)] = (int(session), needle in (entry / "environ").read_bytes().split(b"\0"))
-            except (OSError, ValueError):
-                continue
+        stats = self.sandbox.live_processes()  # pid -> (session, carries the token)
         self.sessions |= {session for session, marked in stats.values() if marked} - own
         found = {}
         for pid, (session, marked) in stats.items():
@@ -122,20 +79,12 @@ class Tree:
             time.sleep(0.5)
         return time.monotonic() - start
 
-    def wait_healthy(self, port: int, timeout: float = 60.0) -> None:
-        import httpx  # a Flower dependency
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and self.superlink.poll() is None:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1.0).is_success:
-                    return
-            time.sleep(0.5)
-        raise AssertionError(f"the SuperLink on port {port} is not up after {timeout:.0f} s\n{self.superlink_log()}")
+    def wait_healthy(self, port: int) -> None:
+        self.sandbox.wait_healthy(port, [self.superlink], self.superlink_log)
 
     def flwr(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-        return subprocess.run([_which("flwr"), *args], env=self.env, capture_output=True, text=True,
-                              stdin=subprocess.DEVNULL, timeout=timeout, check=False, start_new_session=True)
+        return subprocess.run([self.sandbox.executable("flwr"), *args], env=self.sandbox.env, capture_output=True,
+                              text=True, stdin=subprocess.DEVNULL, timeout=timeout, check=False, start_new_session=True)
 
     def superlink_log(self) -> str:
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -158,17 +107,12 @@ class Tree:
         if self.superlink is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.superlink.wait(timeout=10)
-        shutil.rmtree(self.ray_tmp, ignore_errors=True)
 
 
 @pytest.fixture
-def tree(tmp_path):
-    missing = [name for name in EXECUTABLES if _which(name) is None]
-    if missing:
-        pytest.skip(f"Flower executables not found next to {sys.executable} or on PATH: {missing}")
-    if not Path("/proc/self/environ").exists():
-        pytest.skip("finding orphaned processes needs /proc (Linux)")
-    t = Tree(tmp_path)
+def tree(flower_sandbox, tmp_path):
+    flower_sandbox.require(*EXECUTABLES)
+    t = Tree(flower_sandbox, tmp_path)
     yield t
     t.kill_all()
 
@@ -176,18 +120,18 @@ def tree(tmp_path):
 @pytest.mark.slow
 def test_flwr_stop_then_sigterm_to_the_superlink_leaves_no_process(tree):
     pytest.importorskip("ray", reason="the simulation engine needs Ray: pip install 'ws-fed[simulation]'")
-    port = _free_port()
+    sandbox = tree.sandbox
+    port = sandbox.free_port()
     with tree.log_path.open("wb") as log:
         tree.superlink = subprocess.Popen(
-            [_which("flower-superlink"), "--insecure", "--simulation", "--host", "127.0.0.1", "--port", str(port),
-             "--disable-runtime-dependency-installation"],
-            env=tree.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-    (tree.home / "config.toml").write_text(
-        f'[superlink]\ndefault = "sim"\n\n[superlink.sim]\naddress = "127.0.0.1:{port}"\ninsecure = true\n')
+            [sandbox.executable("flower-superlink"), "--insecure", "--simulation", "--host", "127.0.0.1",
+             "--port", str(port), "--disable-runtime-dependency-installation"],
+            env=sandbox.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    sandbox.connect("sim", port)
 
     # Submit a run far longer than the test (the submission returns at once; the run goes on in flwr-simulation).
     tree.wait_healthy(port)
-    submitted = tree.flwr("run", str(APP_DIR), "sim", "--format", "json",
+    submitted = tree.flwr("run", str(sandbox.app_dir), "sim", "--format", "json",
                           "--run-config", "num-server-rounds=1000 local-steps=1 batch-size=8",
                           "--federation-config", FEDERATION)
     out = submitted.stdout

@@ -232,34 +232,41 @@ class _FixedPlan(SandwichRule):
         return self.make(self.space)
 
 
-def test_gradients_accumulate_over_subnets_with_beta_then_one_step(kit):
+def _one_step_beside_hand_gradients(kit, gradient_aggregation, beta):
+    """One optimizer step (lr 1, no momentum or weight decay) on the max net (CE with label smoothing 0.1) and the
+    min net (β · KD from the detached max output), aggregated with ``gradient_aggregation``.
+
+    Returns the module after the step, its parameters before it, and a copy of the SuperNet as it was before the
+    step holding the gradients computed by hand on the same batch in train mode: ∇CE_ls(max) + β ∇KD(min).
+    """
     torch.manual_seed(0)
     module = kit.module(lr=1.0, momentum=0.0, weight_decay=0.0, lr_schedule="constant", label_smoothing=0.1,
                         model_kwargs={"drop_rate": 0.0})
     net = module.supernet
-    beta = 0.3
     policy = _FixedPlan(lambda space: [SubNetTask(space.max(), 1.0, "ce", "max"),
-                                       SubNetTask(space.min(), beta, "inplace_kd", "min")])
+                                       SubNetTask(space.min(), beta, "inplace_kd", "min")], gradient_aggregation)
     data = kit.data()
     data.setup()
     x, y = next(iter(data.train_dataloader()))
     before = {k: v.detach().clone() for k, v in net.named_parameters()}
-    # expected update: −lr · (∇CE_ls(max) + β ∇KD(min ← detached max)) in train mode
     ref = kit.module(model_kwargs={"drop_rate": 0.0})
     ref.supernet.load_state_dict(net.state_dict())
     ref.train()
     ref.supernet.activate(ref.supernet.space.max())
     z = ref.supernet(x)
-    loss = torch.nn.functional.cross_entropy(z, y, label_smoothing=0.1)
-    loss.backward()
-    t = torch.softmax(z.detach(), -1)
+    torch.nn.functional.cross_entropy(z, y, label_smoothing=0.1).backward()
     ref.supernet.activate(ref.supernet.space.min())
-    zs = ref.supernet(x)
-    (beta * torch.nn.functional.cross_entropy(zs, t)).backward()
-    expected = {k: before[k] - p.grad for k, p in ref.supernet.named_parameters() if p.grad is not None}
+    (beta * torch.nn.functional.cross_entropy(ref.supernet(x), torch.softmax(z.detach(), -1))).backward()
     kit.trainer(callbacks=[policy], max_steps=1).fit(module, data)
+    return module, before, ref.supernet
+
+
+def test_gradients_accumulate_over_subnets_with_beta_then_one_step(kit):
+    module, before, ref = _one_step_beside_hand_gradients(kit, "sum", beta=0.3)
     assert module.trainer.global_step == 1  # one optimizer step for both SubNets
-    after = dict(net.named_parameters())
+    # expected update: −lr · (∇CE_ls(max) + β ∇KD(min ← detached max))
+    expected = {k: before[k] - p.grad for k, p in ref.named_parameters() if p.grad is not None}
+    after = dict(module.supernet.named_parameters())
     for k, v in expected.items():
         assert torch.allclose(after[k], v, atol=1e-5), k
 
@@ -282,29 +289,12 @@ def test_aggregate_gradients_sum_avg_avg_sqrt_by_hand():
 
 
 def test_avg_gradient_aggregation_divides_by_the_subnets_reading_each_weight(kit):
-    torch.manual_seed(0)
-    module = kit.module(lr=1.0, momentum=0.0, weight_decay=0.0, lr_schedule="constant", label_smoothing=0.1,
-                        model_kwargs={"drop_rate": 0.0})
-    net = module.supernet
     beta = 0.3
-    policy = _FixedPlan(lambda space: [SubNetTask(space.max(), 1.0, "ce", "max"),
-                                       SubNetTask(space.min(), beta, "inplace_kd", "min")], "avg")
-    data = kit.data()
-    data.setup()
-    x, y = next(iter(data.train_dataloader()))
-    before = {k: v.detach().clone() for k, v in net.named_parameters()}
+    module, before, ref = _one_step_beside_hand_gradients(kit, "avg", beta)
     # expected update: −lr · (∇CE_ls(max) + β ∇KD(min)) / (1 + β · mask_min), per element
-    ref = kit.module(model_kwargs={"drop_rate": 0.0})
-    ref.supernet.load_state_dict(net.state_dict())
-    ref.train()
-    ref.supernet.activate(ref.supernet.space.max())
-    z = ref.supernet(x)
-    torch.nn.functional.cross_entropy(z, y, label_smoothing=0.1).backward()
-    ref.supernet.activate(ref.supernet.space.min())
-    (beta * torch.nn.functional.cross_entropy(ref.supernet(x), torch.softmax(z.detach(), -1))).backward()
-    min_regions = ref.supernet.weight_slices(ref.supernet.space.min())
+    min_regions = ref.weight_slices(ref.space.min())
     expected, shared = {}, 0
-    for k, p in ref.supernet.named_parameters():
+    for k, p in ref.named_parameters():
         if p.grad is None:
             continue
         count = torch.ones_like(p)
@@ -313,8 +303,7 @@ def test_avg_gradient_aggregation_divides_by_the_subnets_reading_each_weight(kit
             shared += 1
         expected[k] = before[k] - p.grad / count
     assert shared > 10  # the min net shares many tensors with the max net: the division matters
-    kit.trainer(callbacks=[policy], max_steps=1).fit(module, data)
-    after = dict(net.named_parameters())
+    after = dict(module.supernet.named_parameters())
     for k, v in expected.items():
         assert torch.allclose(after[k], v, atol=1e-5), k
 
