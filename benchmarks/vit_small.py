@@ -38,6 +38,7 @@ from lightning.pytorch.callbacks import Callback
 from _timing import times_us
 from ws_core import CostModel, SubNetConfig
 from ws_core.cost import profile_latency
+from ws_core.search import spearman
 from ws_serve.backends import make_backend
 from ws_serve.subnetact import SubNetAct
 from ws_train import DelayedEpsilonShrinking, FashionMNISTDataModule, SuperNetModule
@@ -61,31 +62,6 @@ class TrainClock(Callback):
 def load() -> str:
     one, five, fifteen = os.getloadavg()
     return f"load average {one:.2f} / {five:.2f} / {fifteen:.2f} (1 / 5 / 15 min)"
-
-
-def ranks(values: list[float]) -> list[float]:
-    """Ranks 1..n, ties sharing their mean rank."""
-    order = sorted(range(len(values)), key=values.__getitem__)
-    out = [0.0] * len(values)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            out[order[k]] = (i + j) / 2 + 1
-        i = j + 1
-    return out
-
-
-def spearman(a: list[float], b: list[float]) -> float:
-    """Spearman's ρ: the Pearson correlation of the ranks."""
-    ra, rb = ranks(a), ranks(b)
-    ma, mb = statistics.fmean(ra), statistics.fmean(rb)
-    cov = sum((x - ma) * (y - mb) for x, y in zip(ra, rb))
-    var = (sum((x - ma) ** 2 for x in ra) * sum((y - mb) ** 2 for y in rb)) ** 0.5
-    return cov / var if var else float("nan")
-
 
 
 def p90(values: list[float]) -> float:

@@ -25,8 +25,10 @@ def test_module_apis():
                                        "restore_bn_buffers", "snapshot_bn_buffers"}
     assert set(ws_core.cost.__all__) == {"CostModel", "LatencyEntry", "LatencyTable", "count_macs",
                                           "count_params", "input_hw", "profile_latency"}
-    assert set(ws_core.search.__all__) == {"AccuracyPredictor", "ParetoPoint", "SearchResult", "evolutionary_search",
-                                            "pareto_front", "pareto_search", "random_search"}
+    assert set(ws_core.search.__all__) == {"AccuracyDataset", "AccuracyPredictor", "ParetoPoint", "PredictorQuality",
+                                            "SearchResult", "build_accuracy_dataset", "evolutionary_search",
+                                            "pareto_front", "pareto_search", "predictor_quality", "predictor_search",
+                                            "random_search", "spearman"}
     assert set(ws_core.io.__all__) == {"atomic_directory", "atomic_path", "atomic_write_bytes", "atomic_write_json",
                                         "atomic_write_text"}
     assert {"load_digits", "load_fashion_mnist", "load_cifar10", "prepare_fashion_mnist", "stratified_split",

@@ -10,7 +10,7 @@ import pytest
 from weightshare import PipelineConfig, SubNetResult
 from weightshare.cli import main
 from weightshare.pipeline import make_datamodule, select_served
-from weightshare.report import summary
+from weightshare.report import predictor_dict, summary
 from ws_serve import Profile
 
 
@@ -27,6 +27,7 @@ from ws_serve import Profile
                                     r"after it\), got 0.95"),
         ({"epochs": 0}, r"epochs must be an int >= 1, got 0"),
         ({"served_subnets": 2.5}, r"served_subnets must be an int >= 1, got 2.5"),
+        ({"predictor_candidates": -1}, r"predictor_candidates must be an int >= 0, got -1"),
         ({"train_size": 10}, r"train_size must be None or an int >= batch_size \(128\), got 10"),
         ({"load": -1.0}, r"load must be a finite number > 0, got -1.0"),
         ({"trace_seconds": math.inf}, r"trace_seconds must be a finite number > 0, got inf"),
@@ -45,6 +46,7 @@ def test_bad_settings_fail_up_front_with_allowed_and_given(change, message):
 def test_defaults_are_valid():
     cfg = PipelineConfig().validate()
     assert cfg.dataset == "fashion_mnist" and cfg.model == "ws_ofa_mbv3_035_28" and cfg.slo_ms is None
+    assert cfg.predictor_candidates == 4
 
 
 # Pure steps -----------------------------------------------------------------------------------------------
@@ -89,6 +91,21 @@ def test_summary_reports_the_acceptance_quantities():
     assert out["spearman_macs_latency_served"] == pytest.approx(1.0)
     assert out["slackfit_minus_most_accurate_attainment"] == pytest.approx(0.25)
     assert out["slackfit_accuracy_position"] == pytest.approx(0.7)  # (0.87 - 0.80) / (0.90 - 0.80)
+
+
+def test_predictor_error_is_measured_on_its_proposals_only():
+    def subnet(label, val, predicted=math.nan):
+        return SimpleNamespace(label=label, val_accuracy=val, predicted_val_accuracy=predicted)
+
+    fitted = [subnet("min", 0.50), subnet("max", 0.90), subnet("random", 0.70)]
+    assert predictor_dict(fitted) is None
+    proposed = [subnet("predicted", 0.60, 0.62), subnet("predicted", 0.80, 0.76), subnet("predicted", 0.70, 0.78)]
+    out = predictor_dict(fitted + proposed)
+    assert out["fitted_on"] == 3 and out["proposals"] == 3
+    # errors +0.02, -0.04, +0.08: RMSE sqrt(0.0084 / 3); ranks 1 2 3 vs 1 3 2: 1 - 6 * 2 / (3 * 8) = 0.5
+    assert out["rmse"] == pytest.approx(math.sqrt(0.0084 / 3))
+    assert out["spearman"] == pytest.approx(0.5)
+    assert "none of which it was fitted on" in out["metric"] and out["settings"]["hidden_size"] == 32
 
 
 # The command --------------------------------------------------------------------------------------------------
@@ -141,7 +158,8 @@ def test_fashion_mnist_is_read_from_torchvision_files_under_data_root(tmp_path):
 # The whole pipeline at a reduced size ------------------------------------------------------------------------
 def test_pipeline_trains_searches_serves_and_reports(tmp_path, capsys):
     code = main(["demo", "--dataset", "digits", "--epochs", "2", "--batch-size", "32", "--train-size", "320",
-                 "--candidates", "3", "--bn-batches", "2", "--served-subnets", "3", "--max-batch", "4",
+                 "--candidates", "3", "--predictor-candidates", "2", "--bn-batches", "2", "--served-subnets", "3",
+                 "--max-batch", "4",
                  "--trace-seconds", "3", "--repeats", "2", "--cv2", "4",
                  "--out", str(tmp_path), "--name", "run", "--no-progress-bar"])
     assert code == 0
@@ -159,9 +177,17 @@ def test_pipeline_trains_searches_serves_and_reports(tmp_path, capsys):
 
     results = json.loads((run / "results.json").read_text())
     subnets = {s["label"] if s["label"] in ("min", "max") else s["id"]: s for s in results["subnets"]}
-    assert len(results["subnets"]) == 5 and {"min", "max"} <= set(subnets)
-    # 3 candidates: a third drawn at random, the rest mutations of the Pareto front found so far
-    assert [s["label"] for s in results["subnets"]] == ["min", "max", "random", "mutation", "mutation"]
+    assert len(results["subnets"]) == 7 and {"min", "max"} <= set(subnets)
+    # 3 candidates: a third drawn at random, the rest mutations of the Pareto front found so far; then 2
+    # proposed by the accuracy predictor fitted on those 5
+    assert [s["label"] for s in results["subnets"]] == ["min", "max", "random", "mutation", "mutation",
+                                                        "predicted", "predicted"]
+    proposed = [s for s in results["subnets"] if s["label"] == "predicted"]
+    assert all(0 <= s["predicted_val_accuracy"] <= 1 for s in proposed)
+    assert all(s["predicted_val_accuracy"] is None for s in results["subnets"] if s["label"] != "predicted")
+    predictor = results["predictor"]
+    assert predictor["fitted_on"] == 5 and predictor["proposals"] == 2 and 0 <= predictor["rmse"] < 1
+    assert predictor["spearman"] is None or -1 <= predictor["spearman"] <= 1
     assert subnets["max"]["accuracy"] > 0.2          # 10 classes: chance is 0.1
     assert all(0 <= s["accuracy"] <= 1 and 0 <= s["val_accuracy"] <= 1 for s in results["subnets"])
     assert subnets["min"]["macs"] < subnets["max"]["macs"]
@@ -198,3 +224,4 @@ def test_pipeline_trains_searches_serves_and_reports(tmp_path, capsys):
     assert "![serving timeline](serving_timeline.png)" in report
     assert re.search(r"SlackFit \| [01]\.\d{3} \([01]\.\d{3}–[01]\.\d{3}\) \|", report)
     assert f"{100 * subnets['max']['accuracy']:.2f}" in report
+    assert "its error on the 2 SubNets it proposed, which it did not train on: RMSE" in report

@@ -65,6 +65,9 @@ def _demo_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("search")
     g.add_argument("--candidates", type=int, default=d.candidates,
                    help="SubNets besides the min and max (a third random, then mutations of the Pareto front)")
+    g.add_argument("--predictor-candidates", type=int, default=d.predictor_candidates,
+                   help="extra SubNets proposed by an accuracy predictor fitted on the measured ones, then measured "
+                        "too (its error on them is reported); 0: none")
     g.add_argument("--bn-batches", type=int, default=d.bn_batches, help="BN recalibration batches per SubNet")
     g.add_argument("--served-subnets", type=int, default=d.served_subnets, help="SubNets of the Pareto front served")
     g = p.add_argument_group("serving")
@@ -97,7 +100,8 @@ def demo(argv: Sequence[str]) -> int:
     cfg = PipelineConfig(
         model=a.model, dataset=a.dataset, data_root=a.data_root, download=a.download, epochs=a.epochs,
         batch_size=a.batch_size, lr=a.lr, train_size=a.train_size, warmup_fraction=a.warmup_fraction,
-        num_random=a.num_random, augment=a.augment, candidates=a.candidates, bn_batches=a.bn_batches,
+        num_random=a.num_random, augment=a.augment, candidates=a.candidates,
+        predictor_candidates=a.predictor_candidates, bn_batches=a.bn_batches,
         served_subnets=a.served_subnets, max_batch=a.max_batch, workers=a.workers, backend=a.backend,
         transport=a.transport, repeats=a.repeats, trace_seconds=a.trace_seconds,
         cv2=a.cv2, load=a.load, slo_ms=a.slo_ms, baseline=a.baseline, seed=a.seed, out_dir=a.out, run_name=a.name,

@@ -8,7 +8,11 @@ Each step is one call into a package; this module only wires them together and r
 2. **Search** — ws-core: :func:`ws_core.search.pareto_search` over the SuperNet's space (min, max, random
    SubNets, then mutations of the Pareto front found so far), each SubNet scored on the *validation*
    split after BN recalibration (:func:`ws_core.bn.recalibrate_bn`) and measured once on the held-out
-   split; the served set is an even spread of the validation Pareto front.
+   split. Then an accuracy predictor (:class:`ws_core.search.AccuracyPredictor`) is fitted on those
+   SubNets' validation accuracies and proposes a few more (:func:`ws_core.search.predictor_search`), which
+   are measured the same way and join the list; the predictor's RMSE and Spearman correlation on them —
+   SubNets it did not train on — are reported. The served set is an even spread of the validation Pareto
+   front.
 3. **Deploy** — ws-serve: :func:`ws_serve.deploy.save_served_set` writes the served set and its
    SubnetNorm statistics next to the checkpoint; :func:`ws_serve.deploy.deploy` measures the latency
    profile with the backend that will serve (cached for the server).
@@ -48,6 +52,10 @@ BACKENDS = ("auto", "onnxruntime", "eager", "compile")
 #: the share of the training steps over which DεS's ε ramp brings the SubNets in, right after the
 #: full-model warm-up (``warmup_fraction``); the switch T_w, where they reach full weight, follows it
 EPSILON_RAMP_FRACTION = 0.1
+#: the accuracy predictor fitted on the ~26 measured SubNets: a small MLP (2 hidden layers of 32 on the
+#: one-hot encoding; OFA's 3 × 400 is for thousands of SubNets) trained full-batch with Adam for 200 epochs,
+#: well under a second on a CPU
+PREDICTOR_SETTINGS = {"hidden_size": 32, "n_layers": 2, "epochs": 200, "lr": 1e-2}
 
 
 # Configuration ---------------------------------------------------------------------------------------
@@ -63,8 +71,9 @@ class PipelineConfig:
     ``warmup_fraction`` of the steps, then max + min + ``num_random`` random SubNets per step, their
     gradient weight ramped up over the next :data:`EPSILON_RAMP_FRACTION` of the steps).
     Search: ``candidates`` SubNets besides the min and max, each after BN recalibration on
-    ``bn_batches`` training batches, scored on the validation split; ``served_subnets`` of the
-    validation Pareto front are served.
+    ``bn_batches`` training batches, scored on the validation split; then ``predictor_candidates`` more
+    proposed by an accuracy predictor fitted on those validation accuracies (0: none), measured the same
+    way; ``served_subnets`` of the validation Pareto front are served.
     Serving (``backend``: ws-serve's execution backend; ``transport``: how the load generator sends
     requests, ``grpc`` — the Open Inference Protocol over gRPC, the cheaper client — or ``http``):
     ``repeats`` bursty traces (steady stream +
@@ -87,6 +96,7 @@ class PipelineConfig:
     num_random: int = 2
     augment: bool = False
     candidates: int = 24
+    predictor_candidates: int = 4
     bn_batches: int = 4
     served_subnets: int = 6
     max_batch: int = 8
@@ -121,7 +131,8 @@ class PipelineConfig:
             raise ValueError(f"backend must be one of {list(BACKENDS)}, got {self.backend!r}")
         if self.transport not in TRANSPORTS:
             raise ValueError(f"transport must be one of {list(TRANSPORTS)}, got {self.transport!r}")
-        for name, low in (("epochs", 1), ("batch_size", 2), ("candidates", 0), ("bn_batches", 1),
+        for name, low in (("epochs", 1), ("batch_size", 2), ("candidates", 0), ("predictor_candidates", 0),
+                          ("bn_batches", 1),
                           ("served_subnets", 1), ("max_batch", 1), ("workers", 1), ("repeats", 1),
                           ("num_random", 0)):
             value = getattr(self, name)
@@ -167,17 +178,19 @@ class TrainResult:
 @dataclass
 class SubNetResult:
     """One evaluated SubNet after BN recalibration: validation accuracy (what the search ranks by),
-    held-out accuracy (what is reported), MACs and parameters per sample."""
+    held-out accuracy (what is reported), MACs and parameters per sample; for a SubNet the accuracy
+    predictor proposed, also the validation accuracy it predicted."""
 
     config: Any  # ws_core.SubNetConfig
     accuracy: float  # held-out split
     macs: int
     params: int
-    label: str = ""  # how it was chosen: "min", "max", "random" or "mutation"
+    label: str = ""  # how it was chosen: "min", "max", "random", "mutation" or "predicted"
     pareto: bool = False  # on the validation Pareto front
     served: bool = False
     val_accuracy: float = float("nan")
     statistics: Any = field(default=None, repr=False)  # ws_core.bn.BNStatistics
+    predicted_val_accuracy: float = float("nan")  # the accuracy predictor's, for label "predicted"
 
     @property
     def id(self) -> str:
@@ -186,7 +199,7 @@ class SubNetResult:
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "label": self.label, "accuracy": self.accuracy, "val_accuracy": self.val_accuracy,
                 "macs": self.macs, "params": self.params, "pareto": self.pareto, "served": self.served,
-                "config": self.config.to_dict()}
+                "predicted_val_accuracy": self.predicted_val_accuracy, "config": self.config.to_dict()}
 
 
 @dataclass
@@ -364,16 +377,36 @@ def _accuracy(net, loader, device: torch.device, num_classes: int) -> float:
     return float(metric.compute())
 
 
+def fit_predictor(space, configs, accuracies, seed: int = 0):
+    """A :class:`ws_core.search.AccuracyPredictor` fitted on ``(configs, accuracies)`` with
+    :data:`PREDICTOR_SETTINGS` (seeded: initialisation and shuffling)."""
+    from ws_core.search import AccuracyPredictor
+
+    settings = dict(PREDICTOR_SETTINGS)
+    with torch.random.fork_rng(), torch.enable_grad():
+        torch.manual_seed(seed)
+        predictor = AccuracyPredictor(space, hidden_size=settings.pop("hidden_size"),
+                                      n_layers=settings.pop("n_layers"))
+        predictor.fit(configs, accuracies, batch_size=len(configs), generator=torch.Generator().manual_seed(seed),
+                      **settings)
+    return predictor.eval()
+
+
 def evaluate_subnets(net, datamodule, candidates: int = 30, bn_batches: int = 4, seed: int = 0,
-                     progress: Callable[[str], None] | None = None) -> list[SubNetResult]:
+                     progress: Callable[[str], None] | None = None,
+                     predictor_candidates: int = 0) -> list[SubNetResult]:
     """Score the min, the max and ``candidates`` more SubNets (:func:`ws_core.search.pareto_search`) on the
     validation split after BN recalibration on ``bn_batches`` training batches; measure each on the
-    held-out split too (the data module's test split, else its validation split); mark the validation
-    Pareto front. Each SubNet's recalibrated statistics are kept (they become SubnetNorm statistics);
-    the SuperNet's own are restored afterwards."""
+    held-out split too (the data module's test split, else its validation split). Then fit an accuracy
+    predictor on their validation accuracies (:func:`fit_predictor`) and score up to
+    ``predictor_candidates`` SubNets it proposes (:func:`ws_core.search.predictor_search`: the predicted
+    best under MACs budgets spread from the min's to the max's) the same way, label ``"predicted"``, with
+    the predicted validation accuracy kept. Mark the validation Pareto front of all of them. Each SubNet's
+    recalibrated statistics are kept (they become SubnetNorm statistics); the SuperNet's own are restored
+    afterwards."""
     from ws_core.bn import kept_bn_buffers, recalibrate_bn
     from ws_core.cost import CostModel
-    from ws_core.search import pareto_search
+    from ws_core.search import ParetoPoint, pareto_front, pareto_search, predictor_search
 
     device = next(net.parameters()).device
     costs = CostModel(net)
@@ -407,20 +440,38 @@ def evaluate_subnets(net, datamodule, candidates: int = 30, bn_batches: int = 4,
         measured[cfg] = (test, stats)
         return val
 
+    predicted: dict[Any, float] = {}
+
     def report(point, index: int) -> None:
         if progress is not None:
+            guess = f"  (predicted {100 * predicted[point.config]:.2f}%)" if point.config in predicted else ""
             progress(f"SubNet {index + 1}: {point.config.id} {point.label:>8}  {point.cost / 1e6:6.2f} MMACs  "
-                     f"validation {100 * point.score:.2f}%  held-out {100 * measured[point.config][0]:.2f}%")
+                     f"validation {100 * point.score:.2f}%  held-out {100 * measured[point.config][0]:.2f}%"
+                     + guess)
+
+    def macs(cfg) -> float:
+        return float(costs.macs(cfg))
 
     net.eval()
+    generator = torch.Generator().manual_seed(seed)
     try:
         with kept_bn_buffers(net):
-            points = pareto_search(net.space, score, lambda c: float(costs.macs(c)), candidates,
-                                   generator=torch.Generator().manual_seed(seed), on_scored=report)
+            points = pareto_search(net.space, score, macs, candidates, generator=generator, on_scored=report)
+            if predictor_candidates:
+                configs = [p.config for p in points]
+                predictor = fit_predictor(net.space, configs, [p.score for p in points], seed)
+                for proposal in predictor_search(predictor, macs, predictor_candidates, exclude=configs,
+                                                 generator=generator):
+                    predicted[proposal.config] = proposal.score
+                    points.append(ParetoPoint(proposal.config, proposal.label, score(proposal.config), proposal.cost))
+                    report(points[-1], len(points) - 1)
     finally:
         net.to(memory_format=torch.contiguous_format)
+    front = set(pareto_front([p.cost for p in points], [p.score for p in points]))
     return [SubNetResult(p.config, measured[p.config][0], int(p.cost), int(costs.params(p.config)), p.label,
-                         p.pareto, val_accuracy=p.score, statistics=measured[p.config][1]) for p in points]
+                         i in front, val_accuracy=p.score, statistics=measured[p.config][1],
+                         predicted_val_accuracy=predicted.get(p.config, float("nan")))
+            for i, p in enumerate(points)]
 
 
 def select_served(results: list[SubNetResult], n: int) -> list[SubNetResult]:
@@ -477,8 +528,11 @@ def run_pipeline(cfg: PipelineConfig | None = None, say: Callable[[str], None] =
 
     t = time.perf_counter()
     say(f"2/4 evaluating the min, the max and {cfg.candidates} more SubNets (random, then mutations of the "
-        f"Pareto front; BN recalibration, ranked on the validation split, measured on the held-out split)")
-    subnets = evaluate_subnets(net, datamodule, cfg.candidates, cfg.bn_batches, cfg.seed, progress=say)
+        f"Pareto front; BN recalibration, ranked on the validation split, measured on the held-out split)"
+        + (f", then up to {cfg.predictor_candidates} proposed by an accuracy predictor fitted on them"
+           if cfg.predictor_candidates else ""))
+    subnets = evaluate_subnets(net, datamodule, cfg.candidates, cfg.bn_batches, cfg.seed, progress=say,
+                               predictor_candidates=cfg.predictor_candidates)
     served = select_served(subnets, cfg.served_subnets)
     seconds["search"] = time.perf_counter() - t
     say(f"    Pareto front: {sum(s.pareto for s in subnets)} SubNets; serving {len(served)}: "

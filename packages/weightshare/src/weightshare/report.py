@@ -4,6 +4,10 @@
   MACs per image), the Pareto front and the served SubNets.
 * ``serving_timeline.png`` — per second of the trace: offered load, SLO attainment and mean served
   accuracy for each policy.
+
+``results.json``'s ``predictor`` holds the accuracy predictor's RMSE and Spearman correlation on the
+SubNets it proposed (label ``"predicted"``): predicted vs measured validation accuracy, on SubNets it
+was not fitted on.
 """
 
 from __future__ import annotations
@@ -16,11 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.stats import spearmanr
 
 from ws_core.io import atomic_write_text
+from ws_core.search import predictor_quality, spearman
 
-__all__ = ["plot_accuracy_vs_macs", "plot_serving_timeline", "results_dict", "summary", "write_report"]
+from .pipeline import PREDICTOR_SETTINGS
+
+__all__ = ["plot_accuracy_vs_macs", "plot_serving_timeline", "predictor_dict", "results_dict", "summary",
+           "write_report"]
 
 
 def _figure():
@@ -92,10 +99,6 @@ def _finite(x: float) -> float | None:
     return float(x) if math.isfinite(x) else None
 
 
-def _spearman(x, y) -> float:
-    return float(spearmanr(x, y).statistic) if len(x) > 1 else float("nan")
-
-
 def summary(result) -> dict[str, Any]:
     """The run's headline numbers: what the main job is meant to show."""
     subnets, served, p = result.subnets, result.served, result.profile
@@ -107,10 +110,10 @@ def summary(result) -> dict[str, Any]:
     accs = [s.accuracy for s in served]
     out: dict[str, Any] = {
         "max_minus_min_accuracy": maxnet.accuracy - minnet.accuracy,
-        "spearman_macs_accuracy": _spearman([s.macs for s in subnets], [s.accuracy for s in subnets]),
+        "spearman_macs_accuracy": spearman([s.macs for s in subnets], [s.accuracy for s in subnets]),
         "pareto_subnets": sum(s.pareto for s in subnets),
         "served_subnets": len(served),
-        "spearman_macs_latency_served": _spearman([macs[sid] for sid in p.subnet_ids],
+        "spearman_macs_latency_served": spearman([macs[sid] for sid in p.subnet_ids],
                                                   [p.latency(i, batch) for i in range(p.num_subnets)]),
         "latency_batch": batch,
     }
@@ -121,6 +124,20 @@ def summary(result) -> dict[str, Any]:
     if slackfit is not None and accs and max(accs) > min(accs):
         out["slackfit_accuracy_position"] = (slackfit.mean_accuracy - min(accs)) / (max(accs) - min(accs))
     return out
+
+
+def predictor_dict(subnets) -> dict[str, Any] | None:
+    """The accuracy predictor's error on the SubNets it proposed (label ``"predicted"``), which it was not
+    fitted on: RMSE and Spearman correlation of predicted vs measured validation accuracy; ``None``
+    without proposals."""
+    proposed = [s for s in subnets if s.label == "predicted"]
+    if not proposed:
+        return None
+    q = predictor_quality([s.predicted_val_accuracy for s in proposed], [s.val_accuracy for s in proposed])
+    return {"metric": "predicted vs measured validation accuracy on the SubNets the predictor proposed, "
+                      "none of which it was fitted on",
+            "fitted_on": len(subnets) - len(proposed), "proposals": q.n, "rmse": q.rmse, "spearman": q.spearman,
+            "settings": dict(PREDICTOR_SETTINGS)}
 
 
 def _serving_dict(run) -> dict[str, Any]:
@@ -148,6 +165,7 @@ def results_dict(result) -> dict[str, Any]:
         "train": {"checkpoint": str(result.train.checkpoint), "seconds": result.train.seconds,
                   "steps": result.train.steps, "metrics": result.train.metrics},
         "subnets": [s.to_dict() for s in result.subnets],
+        "predictor": predictor_dict(result.subnets),
         "profile": result.profile.to_dict(),
         "slo_ms": result.slo_ms,
         "rate_qps": result.rate_qps,
@@ -203,6 +221,14 @@ def _markdown(result, files: dict[str, str]) -> str:
                  f"Spearman(MACs, accuracy) {head['spearman_macs_accuracy']:.2f} over {len(result.subnets)} SubNets; "
                  f"Spearman(MACs, latency) of the served set at batch {head['latency_batch']} "
                  f"{head['spearman_macs_latency_served']:.2f}.")
+    pred = predictor_dict(result.subnets)
+    if pred is not None:
+        settings = pred["settings"]
+        lines.append(f"- Accuracy predictor ({settings['n_layers']} × {settings['hidden_size']} MLP on the SubNet "
+                     f"encoding, fitted on the validation accuracies of {pred['fitted_on']} SubNets) — its error on "
+                     f"the {pred['proposals']} SubNets it proposed, which it did not train on: RMSE "
+                     f"{100 * pred['rmse']:.2f} points, Spearman {pred['spearman']:.2f} (predicted vs measured "
+                     "validation accuracy).")
     for run in result.serving:
         attain = [r.slo_attainment for r in run.reports]
         spread = f" (range {min(attain):.3f}–{max(attain):.3f} over {len(attain)} traces)" if len(attain) > 1 else ""
@@ -219,7 +245,8 @@ def _markdown(result, files: dict[str, str]) -> str:
               "| SubNet | kind | MMACs | params (M) | validation accuracy % | held-out accuracy % | Pareto | served |",
               "|---|---|---:|---:|---:|---:|:-:|:-:|"]
     for s in sorted(result.subnets, key=lambda s: s.macs):
-        lines.append(f"| `{s.id}` | {s.label} | {s.macs / 1e6:.3f} | {s.params / 1e6:.3f} | "
+        kind = s.label + (f" (predictor: {100 * s.predicted_val_accuracy:.2f}%)" if s.label == "predicted" else "")
+        lines.append(f"| `{s.id}` | {kind} | {s.macs / 1e6:.3f} | {s.params / 1e6:.3f} | "
                      f"{100 * s.val_accuracy:.2f} | {100 * s.accuracy:.2f} | {'✓' if s.pareto else ''} | "
                      f"{'✓' if s.served else ''} |")
 

@@ -9,7 +9,12 @@ The pieces follow Once-for-All (Cai et al., 2020), ``ofa/nas``:
   mutation and crossover (``ofa/nas/search_algorithm``);
 * :func:`random_search` — the random-sampling baseline under the same constraint;
 * :func:`pareto_search` — unconstrained multi-objective exploration: random SubNets, then mutations of
-  the (cost, score) Pareto front found so far, to fill the front between the min and the max SubNet.
+  the (cost, score) Pareto front found so far, to fill the front between the min and the max SubNet;
+* the predictor workflow: :func:`build_accuracy_dataset` measures the min, the max and random SubNets
+  (OFA's ``AccuracyDataset``), :meth:`AccuracyPredictor.fit` learns from them, the fitted predictor is the
+  fitness of :func:`evolutionary_search` (:func:`predictor_search` proposes the predicted best SubNet
+  under a spread of cost budgets), and :func:`predictor_quality` gives its RMSE and Spearman rank
+  correlation on SubNets it was not fitted on.
 
 All randomness is drawn from an optional :class:`torch.Generator`, so a seeded generator gives the
 same result on every run.
@@ -34,9 +39,9 @@ Example::
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -45,13 +50,19 @@ from .config import SubNetConfig
 from .space import SearchSpace
 
 __all__ = [
+    "AccuracyDataset",
     "AccuracyPredictor",
     "ParetoPoint",
+    "PredictorQuality",
     "SearchResult",
+    "build_accuracy_dataset",
     "evolutionary_search",
     "pareto_front",
     "pareto_search",
+    "predictor_quality",
+    "predictor_search",
     "random_search",
+    "spearman",
 ]
 
 
@@ -586,3 +597,186 @@ def pareto_search(
             add(cfg, label)
     front = set(pareto_front([p.cost for p in points], [p.score for p in points]))
     return [ParetoPoint(p.config, p.label, p.score, p.cost, i in front) for i, p in enumerate(points)]
+
+
+# Accuracy predictor workflow ---------------------------------------------------------------------
+class AccuracyDataset(NamedTuple):
+    """Measured ``(config, accuracy)`` pairs to fit an :class:`AccuracyPredictor` on
+    (``predictor.fit(*dataset)``); built by :func:`build_accuracy_dataset`."""
+
+    configs: list[SubNetConfig]
+    accuracies: list[float]
+
+
+def build_accuracy_dataset(
+    space: SearchSpace,
+    evaluate: Callable[[SubNetConfig], float],
+    n: int,
+    generator: torch.Generator | None = None,
+    *,
+    on_scored: Callable[[ParetoPoint, int], None] | None = None,
+) -> AccuracyDataset:
+    """Measure ``n`` distinct SubNets of ``space`` — the min, the max and ``n - 2`` uniform samples
+    (OFA's ``AccuracyDataset.build_acc_dataset``) — with ``evaluate``.
+
+    ``evaluate(config) -> accuracy`` does the measuring, e.g. on a SuperNet ``net`` (whose space is
+    ``net.space``): :func:`ws_core.bn.recalibrate_bn` on training batches, then the accuracy on a
+    split the predictor will not be judged on. The sampling is :func:`pareto_search` with only random
+    candidates; a tiny space may run out of distinct SubNets (then fewer are returned).
+
+    Args:
+        space: the search space (``net.space``).
+        evaluate: a SubNet's measured accuracy (finite).
+        n: number of SubNets (>= 2: the min and the max are always included).
+        generator: source of the sampling randomness; seed it for a reproducible data set.
+        on_scored: called as ``on_scored(point, index)`` after each measurement (progress reports).
+
+    Returns:
+        An :class:`AccuracyDataset`: configs (min, max, then the samples) and their accuracies.
+
+    Example::
+
+        >>> def evaluate(cfg):                                                 # doctest: +SKIP
+        ...     recalibrate_bn(net, train_batches, cfg)
+        ...     with net.subnet(cfg):
+        ...         return accuracy(net, val_batches)
+        >>> data = build_accuracy_dataset(net.space, evaluate, 100, torch.Generator().manual_seed(0))  # doctest: +SKIP
+        >>> AccuracyPredictor(net.space).fit(*data)                           # doctest: +SKIP
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+        raise ValueError(f"build_accuracy_dataset: n must be an int >= 2 (the min and the max), got {n!r}")
+    points = pareto_search(space, evaluate, lambda cfg: 0.0, n - 2, random_fraction=1.0, generator=generator,
+                           on_scored=on_scored)
+    return AccuracyDataset([p.config for p in points], [p.score for p in points])
+
+
+@dataclass(frozen=True)
+class PredictorQuality:
+    """How well predicted accuracies match measured ones on ``n`` SubNets: the root-mean-square error
+    (in the accuracies' unit) and Spearman's rank correlation (``nan`` with fewer than two SubNets or
+    when either side is constant)."""
+
+    rmse: float
+    spearman: float
+    n: int
+
+
+def _ranks(values: list[float]) -> list[float]:
+    """1-based ranks, ties sharing their mean rank."""
+    order = sorted(range(len(values)), key=values.__getitem__)
+    ranks = [0.0] * len(values)
+    start = 0
+    while start < len(order):
+        end = start
+        while end + 1 < len(order) and values[order[end + 1]] == values[order[start]]:
+            end += 1
+        for k in range(start, end + 1):
+            ranks[order[k]] = (start + end) / 2 + 1
+        start = end + 1
+    return ranks
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman's rank correlation: Pearson's correlation of the ranks (ties get their mean rank);
+    ``nan`` with fewer than two points or when either side is constant.
+
+    Example::
+
+        >>> spearman([1, 2, 3, 4], [10, 30, 20, 40])
+        0.8
+    """
+    a, b = _as_floats(x, "x"), _as_floats(y, "y")
+    if len(a) != len(b):
+        raise ValueError(f"spearman: x has {len(a)} entries, y has {len(b)}")
+    if len(a) < 2:
+        return math.nan
+    ra, rb = _ranks(a), _ranks(b)
+    ma, mb = sum(ra) / len(ra), sum(rb) / len(rb)
+    cov = sum((p - ma) * (q - mb) for p, q in zip(ra, rb, strict=True))
+    var_a, var_b = sum((p - ma) ** 2 for p in ra), sum((q - mb) ** 2 for q in rb)
+    if var_a == 0 or var_b == 0:
+        return math.nan
+    return cov / math.sqrt(var_a * var_b)
+
+
+def predictor_quality(predicted: Sequence[float], measured: Sequence[float]) -> PredictorQuality:
+    """RMSE and Spearman rank correlation of ``predicted`` against ``measured`` accuracies.
+
+    Judge a predictor on SubNets it was not fitted on: the SubNets :func:`predictor_search` proposed,
+    or a held-back part of an :class:`AccuracyDataset`.
+
+    Example::
+
+        >>> q = predictor_quality([0.5, 0.7, 0.6], [0.5, 0.6, 0.7])
+        >>> round(q.rmse, 4), q.spearman, q.n
+        (0.0816, 0.5, 3)
+    """
+    p, m = _as_floats(predicted, "predicted"), _as_floats(measured, "measured")
+    if len(p) != len(m):
+        raise ValueError(f"predictor_quality: predicted has {len(p)} entries, measured has {len(m)}")
+    rmse = math.sqrt(sum((a - b) ** 2 for a, b in zip(p, m, strict=True)) / len(p)) if p else math.nan
+    return PredictorQuality(rmse, spearman(p, m), len(p))
+
+
+def predictor_search(
+    predictor: AccuracyPredictor,
+    cost: Callable[[SubNetConfig], float],
+    n: int,
+    *,
+    exclude: Iterable[Mapping[str, Any]] = (),
+    population_size: int = 16,
+    generations: int = 10,
+    generator: torch.Generator | None = None,
+) -> list[ParetoPoint]:
+    """Propose up to ``n`` new SubNets spread over the cost range, each the best the predictor sees
+    under a budget: :func:`evolutionary_search` with the predicted accuracy as fitness.
+
+    The budgets are spaced geometrically from the cost of ``space.min()`` to that of ``space.max()``
+    (``lo * (hi / lo) ** (k / n)``, ``k = 1..n``; evenly when ``lo <= 0``), so each proposal fills one
+    band of the front. SubNets in ``exclude`` (those already measured) and earlier proposals have
+    fitness ``-inf``, so every proposal is new; a budget under which nothing new is found gives none.
+    Costs are cached across the budgets.
+
+    Args:
+        predictor: a fitted :class:`AccuracyPredictor`; its ``space`` is searched.
+        cost: e.g. MACs of a SubNet.
+        n: number of budgets (>= 0).
+        exclude: SubNets never to propose.
+        population_size, generations: of each :func:`evolutionary_search`.
+        generator: source of all randomness.
+
+    Returns:
+        The proposals, by budget ascending, as :class:`ParetoPoint` with label ``"predicted"`` and the
+        *predicted* accuracy as ``score``; measure them, then compare with :func:`predictor_quality`.
+
+    Example::
+
+        >>> proposals = predictor_search(predictor, macs, 4, exclude=data.configs)   # doctest: +SKIP
+    """
+    if not isinstance(predictor, AccuracyPredictor):
+        raise TypeError(f"predictor_search: predictor must be an AccuracyPredictor, got {type(predictor).__name__}")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"predictor_search: n must be an int >= 0, got {n!r}")
+    space = predictor.space
+    taken = {space.validate(c) for c in exclude}
+    costs: dict[SubNetConfig, float] = {}
+
+    def cached_cost(cfg: SubNetConfig) -> float:
+        if cfg not in costs:
+            costs[cfg] = float(cost(cfg))
+        return costs[cfg]
+
+    def fitness(cfg: SubNetConfig) -> float:
+        return -math.inf if cfg in taken else float(predictor.predict([cfg]).item())
+
+    lo, hi = cached_cost(space.min()), cached_cost(space.max())
+    proposals: list[ParetoPoint] = []
+    for k in range(1, n + 1):
+        budget = lo * (hi / lo) ** (k / n) if lo > 0 else lo + (hi - lo) * k / n
+        found = evolutionary_search(space, fitness, cached_cost, budget, population_size=population_size,
+                                    generations=generations, generator=generator)
+        if found.best_fitness == -math.inf:
+            continue
+        taken.add(found.best)
+        proposals.append(ParetoPoint(found.best, "predicted", found.best_fitness, found.best_cost))
+    return proposals
