@@ -12,7 +12,8 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install data demo test lint bench clean
 
-$(STAMP): pyproject.toml $(wildcard packages/*/pyproject.toml)
+# re-installed when a package's metadata changes: its pyproject.toml or its version (src/<module>/_version.py)
+$(STAMP): pyproject.toml $(wildcard packages/*/pyproject.toml) $(wildcard packages/*/src/*/_version.py)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=25.1"
 	$(BIN)/python -m pip install --quiet $(foreach p,$(PACKAGES),-e "$(p)[test]") --group dev

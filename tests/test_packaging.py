@@ -45,12 +45,12 @@ def _module(pdir: Path) -> str:
 
 def _static_version(pdir: Path) -> str:
     """The package's version at its source: the static ``[project].version`` of a Flower App (ws-fed:
-    ``flwr run`` needs it there), else the string literal assigned to __version__ in its __init__.py
-    (what setuptools reads)."""
+    ``flwr run`` needs it there), else the string literal assigned to __version__ in its _version.py
+    (what setuptools reads; ``make install`` re-runs when that file changes)."""
     static = _project(pdir)["project"].get("version")
     if static is not None:
         return static
-    init = pdir / "src" / _module(pdir) / "__init__.py"
+    init = pdir / "src" / _module(pdir) / "_version.py"
     for node in ast.parse(init.read_text(encoding="utf-8")).body:
         if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "__version__" for t in node.targets):
             if isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
@@ -130,11 +130,12 @@ def test_version_single_sourced(pdir: Path):
     else:
         assert "version" in project["project"].get("dynamic", []), f"{pdir.name}: 'version' missing from dynamic"
         attr = project["tool"]["setuptools"]["dynamic"]["version"]
-        assert attr == {"attr": f"{module}.__version__"}, f"allowed {{attr = '{module}.__version__'}}, got {attr}"
+        allowed = {"attr": f"{module}._version.__version__"}
+        assert attr == allowed, f"allowed {{attr = '{module}._version.__version__'}}, got {attr}"
     source = _static_version(pdir)
     installed = importlib.metadata.version(project["project"]["name"])
     imported = importlib.import_module(module).__version__
-    assert imported == source, f"{module}.__version__ is {imported!r} at run time, {source!r} in __init__.py"
+    assert imported == source, f"{module}.__version__ is {imported!r} at run time, {source!r} in its source"
     assert installed == source, (
         f"{module}.__version__ is {source!r} but the installed metadata says {installed!r}: "
         f"reinstall (.venv/bin/pip install --no-deps -e packages/{pdir.name})"

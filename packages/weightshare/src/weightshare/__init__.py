@@ -9,7 +9,7 @@ Each step is a package's public API (ws-train, ws-core's search, ws-serve's depl
 ``examples/train_search_serve.py`` writes the steps out one by one.
 """
 
+from ._version import __version__ as __version__
 from .pipeline import PipelineConfig, PipelineResult, ServingRun, SubNetResult, TrainResult, run_pipeline
 
 __all__ = ["PipelineConfig", "PipelineResult", "ServingRun", "SubNetResult", "TrainResult", "run_pipeline"]
-__version__ = "0.1.0"

@@ -10,6 +10,7 @@ Example::
 """
 
 from . import models  # noqa: F401  (registers the ws_* SuperNets in timm)
+from ._version import __version__ as __version__
 from .bn import BNStatistics, recalibrate_bn
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import SubNetConfig
@@ -31,4 +32,3 @@ __all__ = [
     "recalibrate_bn",
     "save_checkpoint",
 ]
-__version__ = "0.1.0"

@@ -16,6 +16,7 @@ Example::
     >>> search.genotype.save("genotype.json")                                          # doctest: +SKIP
 """
 
+from ._version import __version__ as __version__
 from .baselines import post_training_quantize
 from .callback import NablaQDARTS
 from .cost import CostReport, cost_report
@@ -49,4 +50,3 @@ __all__ = [
     "quantize_weight",
     "to_brevitas",
 ]
-__version__ = "0.1.0"

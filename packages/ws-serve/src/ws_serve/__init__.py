@@ -17,6 +17,7 @@ Example::
     torch.Size([2, 10])
 """
 
+from ._version import __version__ as __version__
 from .backends import (
     BACKENDS,
     Backend,
@@ -130,4 +131,3 @@ __all__ = [
     "superserve_paper_profile",
     "time_varying_trace",
 ]
-__version__ = "0.1.0"

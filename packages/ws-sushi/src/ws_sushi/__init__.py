@@ -27,6 +27,7 @@ Example::
     >>> results = ws_sushi.compare_policies(stream, system, [ws_sushi.NoCache(), ws_sushi.SubGraphStationary()])
 """
 
+from ._version import __version__ as __version__
 from .accel import CandidateCosts, QueryCost, SubNetLayout, SushiAccel, layer_macs, subnet_layout
 from .accuracy import AccuracyTable, uniform_subnets
 from .hardware import HardwareProfile, list_profiles, load_profile
@@ -82,4 +83,3 @@ __all__ = [
     "uniform_subnets",
     "write_trace",
 ]
-__version__ = "0.1.0"

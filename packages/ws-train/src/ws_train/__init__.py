@@ -13,6 +13,7 @@ Example::
     >>> trainer.fit(SuperNetModule("ws_ofa_mbv3_035_32", num_classes=10), DigitsDataModule())  # doctest: +SKIP
 """
 
+from ._version import __version__ as __version__
 from .data import (
     CIFAR10DataModule,
     CIFAR100DataModule,
@@ -41,4 +42,3 @@ __all__ = [
     "SubNetValidation",
     "SuperNetModule",
 ]
-__version__ = "0.1.0"
