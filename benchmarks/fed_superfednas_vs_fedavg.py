@@ -12,11 +12,14 @@ engine; messages, aggregation and cost accounting are the same code as under ``f
    target it fits; no retraining). Each target's own search winner is printed for comparison.
 2. **FedAvg per target**: for each target, the SubNet SuperFedNAS picked is trained from the same
    initial weights with FedAvg, for the same number of rounds, clients per round and local epochs.
-   Targets that got the same SubNet share one (seeded, so identical) run; the cost is reported both
-   per target (K trainings) and over the distinct SubNets only.
+   Targets that got the same SubNet share one (seeded, so identical) run. The cost is reported both
+   ways, each labelled (``ws_fed.accounting.baseline_cost``): FedAvg charged once per distinct SubNet
+   (the runs actually needed) and once per target (K trainings, also where targets share a SubNet).
 
 Both methods train with the same client settings (constant learning rate by default; ``--lr-schedule
-cosine`` anneals it over the rounds, the server sending each round's value).
+cosine`` anneals it over the rounds, the server sending each round's value). The defaults of ``--lr``,
+``--momentum`` and ``--bn-mode`` are ws-fed's (``FedConfig``: SuperFedNAS's plain SGD, lr 0.1, no
+momentum); runs recorded in docs/benchmarks.md before 2026-12 used ``--lr 0.05 --momentum 0.9``.
 
 Costs are measured, not estimated: client compute = Σ over accepted replies of 3 × forward MACs of the
 trained SubNet × samples processed (``ws_core.cost.CostModel``), and communication = bytes of the
@@ -54,10 +57,11 @@ import torch
 from ws_core.checkpoint import CheckpointError, load_checkpoint, read_checkpoint_metadata, save_checkpoint
 from ws_core.cost import CostModel
 from ws_fed import DeploymentTarget, FedConfig, InProcessGrid, run_federated
+from ws_fed.accounting import BaselineCost, baseline_cost, pool_baseline_costs
 from ws_fed.client_app import app as client_app
 from ws_fed.federated import evaluators, write_json
 from ws_fed.specialise import CRITERIA, specialise
-from ws_fed.task import build_supernet, load_digits
+from ws_fed.task import BN_MODES, build_supernet, load_digits
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -67,7 +71,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=30, help="rounds, for SuperFedNAS and for each FedAvg run")
     p.add_argument("--local-epochs", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--lr", type=float, default=FedConfig.lr)
+    p.add_argument("--momentum", type=float, default=FedConfig.momentum,
+                   help="clients' SGD momentum (SuperFedNAS: none)")
+    p.add_argument("--bn-mode", choices=BN_MODES, default=FedConfig.bn_mode,
+                   help="BatchNorm in federated training (see ws_fed.task.BN_MODES)")
     p.add_argument("--lr-schedule", choices=("cosine", "linear", "constant"), default="constant",
                    help="the clients' lr over the rounds, annealed to --lr-final (both methods alike; "
                         "cosine helps FedAvg more than SuperFedNAS here, see docs/benchmarks.md)")
@@ -122,7 +130,7 @@ def run_config(args: argparse.Namespace) -> FedConfig:
     return FedConfig(
         num_server_rounds=args.rounds, fraction_train=args.fraction, min_train_nodes=2, min_available_nodes=2,
         local_epochs=args.local_epochs, batch_size=args.batch_size, lr=args.lr, lr_schedule=args.lr_schedule,
-        lr_final=args.lr_final, partitioner="dirichlet",
+        lr_final=args.lr_final, momentum=args.momentum, bn_mode=args.bn_mode, partitioner="dirichlet",
         dirichlet_alpha=args.alpha, beta_initial=args.beta_initial, seed=args.seed,
         search_population=args.search_population, search_generations=args.search_generations,
         search_criterion=args.search_criterion,
@@ -172,6 +180,18 @@ def superfednas(cfg: FedConfig, args: argparse.Namespace):
     return sfn.net, cost, seconds
 
 
+def run_cost(run: dict) -> BaselineCost:
+    """The cost accounting of one run's JSON payload; payloads written before ``fedavg_distinct`` existed
+    carry the distinct-SubNet totals only as ratios, which are turned back into totals."""
+    if "fedavg_distinct" in run:
+        return baseline_cost(run["superfednas"], run["target_subnets"],
+                             {i: f for i, f in enumerate(run["fedavg_distinct"])})
+    sfn = {k: float(run["superfednas"][k]) for k in ("client_macs", "bytes")}
+    per_target = {k: float(sum(f[k] for f in run["fedavg"])) for k in sfn}
+    distinct = {k: run["ratios"][f"{k}_distinct"] * sfn[k] for k in sfn}
+    return BaselineCost(sfn, per_target, distinct, len(run["fedavg"]), len(run["fedavg"]))
+
+
 def goal_met(ratios: list[float], deltas: list[float]) -> bool:
     """The benchmark's goal: every cost ratio >= 3 and every target within 1 point of FedAvg."""
     return min(ratios) >= 3 and min(deltas) >= -1.0
@@ -205,7 +225,7 @@ def run_one(args: argparse.Namespace) -> dict:
                        generations=cfg.search_generations, seed=cfg.seed)
     search_time = time.perf_counter() - t0
     # inference work of the search: every distinct SubNet scored once (BN recalibration + validation pass)
-    per_eval_samples = len(data.val) + cfg.bn_batches * cfg.batch_size
+    per_eval_samples = len(data.val) + (0 if cfg.bn_mode == "frozen" else cfg.bn_batches * cfg.batch_size)
     search_macs = sum(costs.macs(c) for c in val_acc.cache) * per_eval_samples
     print(f"specialised {len(specs)} targets in {search_time:.0f} s", flush=True)
     # for comparison: each target's own search winner (no shared candidates; the scores are cached)
@@ -217,8 +237,8 @@ def run_one(args: argparse.Namespace) -> dict:
 
     # 2. FedAvg per target: each found SubNet trained on its own for the same rounds --------------
     # Targets that got the same SubNet share one run: FedAvg training is seeded, so training that SubNet
-    # again for the next target would repeat it exactly. "K trainings" counts it once per target (one
-    # FedAvg training per target); "distinct SubNets" counts it once.
+    # again for the next target would repeat it exactly. The accounting charges it once ("per distinct
+    # SubNet") and, as the baseline of one FedAvg training per target, once per target ("per target").
     distinct = list(dict.fromkeys(spec.subnet for spec in specs))
     names = ["+".join(s.target.name for s in specs if s.subnet == sub) for sub in distinct]
     jobs = [(cfg, args.clients, name, sub) for name, sub in zip(names, distinct)]
@@ -233,8 +253,7 @@ def run_one(args: argparse.Namespace) -> dict:
     fedavg = [runs[distinct.index(spec.subnet)] for spec in specs]
 
     # 3. Report ------------------------------------------------------------------------------------
-    fa_macs = sum(f["client_macs"] for f in fedavg)
-    fa_bytes = sum(f["bytes"] for f in fedavg)
+    account = baseline_cost(sfn_cost, [distinct.index(spec.subnet) for spec in specs], dict(enumerate(runs)))
     fa_time = sum(f["seconds"] for f in runs)
     print()
     print("| target | MAC budget | SubNet | SubNet MMACs | SuperFedNAS acc % | FedAvg acc % | Δ (points) |")
@@ -245,38 +264,39 @@ def run_one(args: argparse.Namespace) -> dict:
         deltas.append(delta)
         print(f"| {spec.target.name} | {spec.target.max_macs / 1e6:.3f}M | {spec.subnet.id} | {spec.macs / 1e6:.3f} | "
               f"{100 * spec.test_accuracy:.2f} | {100 * fa['accuracy']:.2f} | {delta:+.2f} |")
-    mac_ratio, byte_ratio = fa_macs / sfn_cost["client_macs"], fa_bytes / sfn_cost["bytes"]
-    distinct_macs_ratio = sum(f["client_macs"] for f in runs) / sfn_cost["client_macs"]
-    distinct_bytes_ratio = sum(f["bytes"] for f in runs) / sfn_cost["bytes"]
+    ratios = account.ratios()
+    d, k = account.num_distinct, account.num_targets
     print()
-    print("| cost | SuperFedNAS (1 training + search) | FedAvg, K trainings | FedAvg / SuperFedNAS |")
-    print("|---|---:|---:|---:|")
-    print(f"| client training compute (GMACs) | {sfn_cost['client_macs'] / 1e9:.1f} | {fa_macs / 1e9:.1f} | "
-          f"{mac_ratio:.2f}× |")
-    print(f"| communication (MB, down + up) | {sfn_cost['bytes'] / 1e6:.1f} | {fa_bytes / 1e6:.1f} | "
-          f"{byte_ratio:.2f}× |")
-    print(f"| distinct SubNets only ({len(runs)} of {len(specs)}): compute / communication | | | "
-          f"{distinct_macs_ratio:.2f}× / {distinct_bytes_ratio:.2f}× |")
+    print(f"| cost | SuperFedNAS (1 training + search) | FedAvg once per distinct SubNet ({d} trainings) | "
+          f"FedAvg / SuperFedNAS | FedAvg once per target ({k} trainings) | FedAvg / SuperFedNAS |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for key, label, unit in (("client_macs", "client training compute (GMACs)", 1e9),
+                             ("bytes", "communication (MB, down + up)", 1e6)):
+        print(f"| {label} | {account.superfednas[key] / unit:.1f} | {account.per_distinct_subnet[key] / unit:.1f} | "
+              f"{ratios[f'{key}_distinct']:.2f}× | {account.per_target[key] / unit:.1f} | {ratios[key]:.2f}× |")
     print(f"| wall time here (s, distinct runs, summed over processes) | {sfn_time + search_time:.0f} | "
-          f"{fa_time:.0f} | {fa_time / (sfn_time + search_time):.2f}× |")
-    print(f"| server-side search compute (GMACs, inference; not client cost) | {search_macs / 1e9:.1f} | 0 | – |")
+          f"{fa_time:.0f} | {fa_time / (sfn_time + search_time):.2f}× | | |")
+    print(f"| server-side search compute (GMACs, inference; not client cost) | {search_macs / 1e9:.1f} | "
+          "0 | – | 0 | – |")
 
-    def verdict(*ratios: float) -> str:
-        return "met" if goal_met(list(ratios), deltas) else "NOT met"
+    def verdict(*values: float) -> str:
+        return "met" if goal_met(list(values), deltas) else "NOT met"
 
     print()
-    print(f"goal (>= 3x lower cost at accuracy within 1 point per target): "
-          f"compute {mac_ratio:.2f}x, communication {byte_ratio:.2f}x, worst accuracy gap {min(deltas):+.2f} points "
-          f"-> {verdict(mac_ratio, byte_ratio)}; counting distinct SubNets only: {distinct_macs_ratio:.2f}x / "
-          f"{distinct_bytes_ratio:.2f}x -> {verdict(distinct_macs_ratio, distinct_bytes_ratio)}")
+    print(f"goal (>= 3x lower cost at accuracy within 1 point per target; worst accuracy gap "
+          f"{min(deltas):+.2f} points): "
+          f"FedAvg once per distinct SubNet ({d}): compute {ratios['client_macs_distinct']:.2f}x, communication "
+          f"{ratios['bytes_distinct']:.2f}x -> {verdict(ratios['client_macs_distinct'], ratios['bytes_distinct'])}; "
+          f"FedAvg once per target ({k}): compute {ratios['client_macs']:.2f}x, communication "
+          f"{ratios['bytes']:.2f}x -> {verdict(ratios['client_macs'], ratios['bytes'])}")
 
     return {
         "args": {k: v for k, v in vars(args).items() if k not in ("seeds", "seed_list", "combine")},
         "superfednas": {**sfn_cost, "seconds": sfn_time, "search_seconds": search_time, "search_macs": search_macs},
-        "specialisation": [s.to_dict() for s in specs], "fedavg": fedavg,
+        "specialisation": [s.to_dict() for s in specs], "fedavg": fedavg, "fedavg_distinct": runs,
+        "target_subnets": [distinct.index(spec.subnet) for spec in specs],
         "specialisation_without_shared_candidates": [a.to_dict() for a in alone],
-        "ratios": {"client_macs": mac_ratio, "bytes": byte_ratio, "client_macs_distinct": distinct_macs_ratio,
-                   "bytes_distinct": distinct_bytes_ratio}, "deltas_points": deltas,
+        "ratios": ratios, "deltas_points": deltas,
     }
 
 
@@ -314,19 +334,16 @@ def summarise(runs: list[dict]) -> dict:
             "mean_superfednas_accuracy": sum(run["specialisation"][i]["test_accuracy"] for run in runs) / len(runs),
             "mean_fedavg_accuracy": sum(run["fedavg"][i]["accuracy"] for run in runs) / len(runs),
         })
-    sfn = {k: sum(run["superfednas"][k] for run in runs) for k in ("client_macs", "bytes")}
-    fedavg = {k: sum(f[k] for run in runs for f in run["fedavg"]) for k in ("client_macs", "bytes")}
-    distinct = {k: sum(run["ratios"][f"{k}_distinct"] * run["superfednas"][k] for run in runs)
-                for k in ("client_macs", "bytes")}
-    ratios = {"client_macs": fedavg["client_macs"] / sfn["client_macs"], "bytes": fedavg["bytes"] / sfn["bytes"],
-              "client_macs_distinct": distinct["client_macs"] / sfn["client_macs"],
-              "bytes_distinct": distinct["bytes"] / sfn["bytes"]}
+    ratios = pool_baseline_costs([run_cost(run) for run in runs]).ratios()
     per_run = [goal_met([run["ratios"]["client_macs"], run["ratios"]["bytes"]], run["deltas_points"]) for run in runs]
+    per_run_distinct = [goal_met([run["ratios"]["client_macs_distinct"], run["ratios"]["bytes_distinct"]],
+                                 run["deltas_points"]) for run in runs]
     mean_deltas = [t["mean_delta_points"] for t in targets]
     return {
         "seeds": seeds, "targets": targets, "ratios": ratios, "runs_meeting_goal": sum(per_run),
-        "goal_met_per_run": per_run, "goal_met_on_means": goal_met([ratios["client_macs"], ratios["bytes"]],
-                                                                   mean_deltas),
+        "goal_met_per_run": per_run, "runs_meeting_goal_distinct": sum(per_run_distinct),
+        "goal_met_per_run_distinct": per_run_distinct,
+        "goal_met_on_means": goal_met([ratios["client_macs"], ratios["bytes"]], mean_deltas),
         "goal_met_on_means_distinct": goal_met([ratios["client_macs_distinct"], ratios["bytes_distinct"]],
                                                mean_deltas),
     }
@@ -348,13 +365,17 @@ def print_summary(summary: dict) -> None:
     r = summary["ratios"]
     worst = min(t["mean_delta_points"] for t in summary["targets"])
     print()
-    print(f"pooled cost ratios (FedAvg / SuperFedNAS, summed over runs): compute {r['client_macs']:.2f}x, "
-          f"communication {r['bytes']:.2f}x; distinct SubNets only {r['client_macs_distinct']:.2f}x / "
-          f"{r['bytes_distinct']:.2f}x")
+    print(f"pooled cost ratios (FedAvg / SuperFedNAS, summed over runs): FedAvg once per distinct SubNet: "
+          f"compute {r['client_macs_distinct']:.2f}x, communication {r['bytes_distinct']:.2f}x; FedAvg once per "
+          f"target: compute {r['client_macs']:.2f}x, communication {r['bytes']:.2f}x")
+
+    def met(ok: bool) -> str:
+        return "met" if ok else "NOT met"
+
     print(f"goal on the means (>= 3x lower cost, every target's mean gap within 1 point; worst {worst:+.2f}): "
-          f"{'met' if summary['goal_met_on_means'] else 'NOT met'} "
-          f"(distinct SubNets only: {'met' if summary['goal_met_on_means_distinct'] else 'NOT met'}); "
-          f"single runs meeting it: {summary['runs_meeting_goal']} of {n}")
+          f"FedAvg once per distinct SubNet: {met(summary['goal_met_on_means_distinct'])} "
+          f"(single runs meeting it: {summary['runs_meeting_goal_distinct']} of {n}); FedAvg once per target: "
+          f"{met(summary['goal_met_on_means'])} (single runs meeting it: {summary['runs_meeting_goal']} of {n})")
 
 
 def load_runs(paths: list[str]) -> list[dict]:

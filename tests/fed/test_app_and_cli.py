@@ -62,17 +62,19 @@ def test_specialise_command(tmp_path, net, capsys):
 
 def test_public_api():
     assert sorted(ws_fed.__all__) == sorted([
-        "DeploymentTarget", "FedAvgSubNet", "FedConfig", "FederatedRun", "InProcessGrid", "InvalidSubNetArrays",
-        "RoundCost", "Specialisation", "StaticSubNet", "SubNetAccuracy", "SubNetUpdate", "SuperFedNAS",
-        "TrackingSandwich", "aggregate_overlapping", "dirichlet_partition", "format_table", "iid_partition",
-        "maxnet_beta", "maxnet_weights", "partition_dataset", "run_federated", "specialise", "tracking_sandwich",
+        "BaselineCost", "DeploymentTarget", "FedAvgSubNet", "FedConfig", "FederatedRun", "InProcessGrid",
+        "InvalidSubNetArrays", "RoundCost", "Specialisation", "StaticSubNet", "SubNetAccuracy", "SubNetUpdate",
+        "SuperFedNAS", "TrackingSandwich", "aggregate_overlapping", "baseline_cost", "dirichlet_partition",
+        "format_table", "iid_partition", "maxnet_beta", "maxnet_weights", "partition_dataset", "run_federated",
+        "specialise", "tracking_sandwich",
     ])
     for name in ws_fed.__all__:
         assert hasattr(ws_fed, name)
 
 
-@pytest.mark.parametrize("module", ["aggregation", "config", "federated", "inprocess", "partition", "payload",
-                                    "sandwich", "specialise", "strategy", "task", "client_app", "server_app", "cli"])
+@pytest.mark.parametrize("module", ["accounting", "aggregation", "config", "federated", "inprocess", "partition",
+                                    "payload", "sandwich", "specialise", "strategy", "task", "client_app",
+                                    "server_app", "cli"])
 def test_every_module_declares_all(module):
     import importlib
 

@@ -100,3 +100,18 @@ def test_seeds_argument(bench):
     for argv in (["--seeds", "0,x"], ["--seeds", "1,1"], ["--seeds", "0,1", "--load-supernet", "/x/sfn.safetensors"]):
         with pytest.raises(SystemExit):
             bench.parse_args(argv)
+
+
+def test_summary_counts_fedavg_once_per_distinct_subnet_from_the_runs_themselves(bench):
+    """Runs that carry their distinct FedAvg trainings: T1 -> run 0, T2 -> run 1 in the first run,
+    both targets -> run 0 in the second (one FedAvg training serves both targets)."""
+    first = {**fake_run(0, (0.0, 0.0)), "fedavg_distinct": [{"client_macs": 90, "bytes": 800},
+                                                            {"client_macs": 120, "bytes": 1000}],
+             "target_subnets": [0, 1]}
+    second = {**fake_run(1, (0.0, 0.0), fedavg=((150, 1200), (150, 1200))),
+              "fedavg_distinct": [{"client_macs": 150, "bytes": 1200}], "target_subnets": [0, 0]}
+    assert bench.run_cost(second).per_distinct_subnet == {"client_macs": 150, "bytes": 1200}
+    summary = bench.summarise([first, second])
+    assert summary["ratios"]["client_macs"] == pytest.approx((210 + 300) / 200)        # per target
+    assert summary["ratios"]["client_macs_distinct"] == pytest.approx((210 + 150) / 200)
+    assert summary["ratios"]["bytes_distinct"] == pytest.approx((1800 + 1200) / 2000)

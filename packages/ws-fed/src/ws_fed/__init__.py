@@ -7,6 +7,7 @@
 * ``ws_fed.client_app:app`` / ``ws_fed.server_app:app`` — the Flower App (``flwr run packages/ws-fed``).
 * :func:`dirichlet_partition` / :func:`iid_partition` — seeded federated splits of any data set.
 * :func:`specialise` — one-shot search of a SubNet per deployment target (MAC or latency budget).
+* :func:`baseline_cost` — the FedAvg-per-target baseline's cost, per target and per distinct SubNet.
 
 Example::
 
@@ -19,6 +20,7 @@ Example::
 
 from importlib import metadata as _metadata
 
+from .accounting import BaselineCost, baseline_cost
 from .aggregation import SubNetUpdate, aggregate_overlapping, maxnet_beta, maxnet_weights
 from .config import FedConfig
 from .federated import FederatedRun, run_federated
@@ -30,6 +32,7 @@ from .specialise import DeploymentTarget, Specialisation, SubNetAccuracy, format
 from .strategy import FedAvgSubNet, RoundCost, SuperFedNAS
 
 __all__ = [
+    "BaselineCost",
     "DeploymentTarget",
     "FedAvgSubNet",
     "FedConfig",
@@ -44,6 +47,7 @@ __all__ = [
     "SuperFedNAS",
     "TrackingSandwich",
     "aggregate_overlapping",
+    "baseline_cost",
     "dirichlet_partition",
     "format_table",
     "iid_partition",

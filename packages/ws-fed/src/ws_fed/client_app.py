@@ -4,7 +4,9 @@ A train message carries the SubNet's weight slices (``content["arrays"]``) and a
 as JSON (``config["subnet"]``) and the local-training settings. The app loads the slices into a local
 SuperNet, activates the SubNet (ws-core, in place), trains it on this node's partition of the data and
 replies with the same keys at the same shapes, plus ``train-loss``, ``num-examples`` (local data
-size) and ``train-samples`` (samples processed, for the compute count).
+size) and ``train-samples`` (samples processed, for the compute count). With ``bn-mode = "frozen"``
+(SuperFedNAS's default) the client makes every BN layer an identity on receipt and does not train it
+(:data:`ws_fed.task.BN_MODES`).
 
 Which partition a node holds comes from its node config: ``partition-id`` and ``num-partitions``
 (filled in by Flower's simulation engine; in a deployment pass
@@ -28,6 +30,7 @@ from .task import (
     load_subnet_arrays,
     make_loader,
     scratch_supernet,
+    set_identity_bn,
     subnet_arrays,
     train_subnet,
 )
@@ -62,6 +65,8 @@ def _received(msg: Message, context: Context):
     net = scratch_supernet(run.model, run.image_size, run.seed, channels_last=run.channels_last)
     subnet = net.space.validate(SubNetConfig.from_json(str(config["subnet"])))
     load_subnet_arrays(net, subnet, {k: a.numpy() for k, a in msg.content["arrays"].items()})
+    if run.bn_mode == "frozen":
+        set_identity_bn(net)
     return run, partition_id, num_partitions, config, net, subnet
 
 
@@ -82,6 +87,7 @@ def train(msg: Message, context: Context) -> Message:
         momentum=_setting(config, "momentum", run.momentum),
         weight_decay=_setting(config, "weight-decay", run.weight_decay),
         max_grad_norm=_setting(config, "max-grad-norm", run.max_grad_norm),
+        frozen_bn=run.bn_mode == "frozen",
         seed=seed,
     )
     arrays = ArrayRecord({k: Array(v) for k, v in subnet_arrays(net, subnet).items()})
@@ -91,7 +97,8 @@ def train(msg: Message, context: Context) -> Message:
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
-    """Accuracy of the received SubNet on this node's part of the test split (BN recalibrated locally)."""
+    """Accuracy of the received SubNet on this node's part of the test split (BN recalibrated locally,
+    unless ``bn-mode = "frozen"``)."""
     run, partition_id, num_partitions, config, net, subnet = _received(msg, context)
     data = load_digits(run.image_size, seed=run.seed)
     local_train = client_dataset(data.train, partition_id, num_partitions, run.partitioner,
@@ -99,7 +106,8 @@ def evaluate(msg: Message, context: Context) -> Message:
     local_test = client_dataset(data.test, partition_id, num_partitions, "iid", seed=run.seed)
     batch_size = _setting(config, "batch-size", run.batch_size)
     result = evaluate_subnet(net, subnet, make_loader(local_test, batch_size, shuffle=False),
-                             bn_loader=make_loader(local_train, batch_size, shuffle=False),
+                             bn_loader=None if run.bn_mode == "frozen" else make_loader(local_train, batch_size,
+                                                                                        shuffle=False),
                              bn_batches=run.bn_batches)
     metrics = MetricRecord({"eval-loss": result.loss, "eval-accuracy": result.accuracy,
                             "num-examples": result.num_examples})

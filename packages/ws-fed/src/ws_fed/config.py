@@ -22,6 +22,7 @@ from typing import Any
 
 from .aggregation import SCHEDULES
 from .specialise import CRITERIA
+from .task import BN_MODES
 
 __all__ = ["FedConfig"]
 
@@ -48,16 +49,19 @@ class FedConfig:
     image_size: int = 8
     partitioner: str = "dirichlet"
     dirichlet_alpha: float = 1.0
-    # Local training
+    # Local training: SuperFedNAS's client optimizer, torch.optim.SGD(params, lr=lr, weight_decay=wd)
+    # without momentum, lr 0.1 and wd 0 by default (its fedml_api/standalone/superfednas/Client/
+    # ClientTrainer/subnet_trainer.py and fedml_experiments/standalone/superfednas/parse_args.py)
     local_epochs: int = 1
     local_steps: int = 0
     batch_size: int = 32
-    lr: float = 0.05
+    lr: float = 0.1
     lr_schedule: str = "constant"
     lr_final: float = 0.0
-    momentum: float = 0.9
+    momentum: float = 0.0
     weight_decay: float = 0.0
     max_grad_norm: float = 10.0
+    bn_mode: str = "federated"
     channels_last: bool = True
     # Assignment and aggregation
     top_k_maxnet: int = 1
@@ -106,6 +110,7 @@ class FedConfig:
         need(is_num(self.momentum) and 0 <= self.momentum < 1, "momentum", "in [0, 1)")
         need(is_num(self.weight_decay) and self.weight_decay >= 0, "weight_decay", "a number >= 0")
         need(is_num(self.max_grad_norm) and self.max_grad_norm >= 0, "max_grad_norm", "a number >= 0 (0 = off)")
+        need(self.bn_mode in BN_MODES, "bn_mode", " or ".join(repr(m) for m in BN_MODES))
         need(is_num(self.beta_initial) and 0 < self.beta_initial <= 1, "beta_initial", "in (0, 1]")
         need(self.beta_final == "uniform" or (is_num(self.beta_final) and 0 <= self.beta_final <= 1),
              "beta_final", "'uniform' (1/K for K clients per round) or a number in [0, 1]")

@@ -31,7 +31,7 @@ from ws_core.io import atomic_write_json
 from .config import FedConfig
 from .specialise import DeploymentTarget, Specialisation, SubNetAccuracy, specialise
 from .strategy import FedAvgSubNet, SuperFedNAS
-from .task import DigitsSplits, build_supernet, load_digits, make_loader
+from .task import DigitsSplits, build_supernet, load_digits, make_loader, set_identity_bn
 
 __all__ = [
     "FederatedRun",
@@ -93,10 +93,13 @@ def run_federated(grid: Grid, cfg: FedConfig, *, net: SuperNet | None = None,
             it receives the final global weights.
         subnet: train only this fixed SubNet with FedAvg (the baseline).
 
-    Replies that miss ``cfg.round_timeout`` seconds count as dropped out for that round.
+    Replies that miss ``cfg.round_timeout`` seconds count as dropped out for that round. With
+    ``cfg.bn_mode == "frozen"`` every BN layer of ``net`` is made an identity first (as the clients keep it).
     """
     if net is None:
         net = build_supernet(cfg.model, cfg.image_size, seed=cfg.seed)
+    if cfg.bn_mode == "frozen":
+        set_identity_bn(net)
     strategy = make_strategy(net, cfg, subnet)
     result = strategy.start(grid, ArrayRecord(net.state_dict()), num_rounds=cfg.num_server_rounds,
                             timeout=cfg.round_timeout, train_config=train_config_record(cfg))
@@ -106,12 +109,13 @@ def run_federated(grid: Grid, cfg: FedConfig, *, net: SuperNet | None = None,
 
 
 def evaluators(net: SuperNet, data: DigitsSplits, cfg: FedConfig) -> tuple[SubNetAccuracy, SubNetAccuracy]:
-    """Server-side ``(validation, test)`` scores of SubNets, BN-recalibrated on the validation split.
+    """Server-side ``(validation, test)`` scores of SubNets, BN-recalibrated on the validation split
+    (not with ``cfg.bn_mode == "frozen"``: BN is then an identity, and stays one).
 
     The validation scorer ranks by ``cfg.search_criterion``; the test scorer always reports accuracy.
     """
     val = make_loader(data.val, 256, shuffle=False)
-    bn = make_loader(data.val, cfg.batch_size, shuffle=True, seed=cfg.seed)
+    bn = None if cfg.bn_mode == "frozen" else make_loader(data.val, cfg.batch_size, shuffle=True, seed=cfg.seed)
     test = make_loader(data.test, 256, shuffle=False)
     return (SubNetAccuracy(net, val, bn_loader=bn, bn_batches=cfg.bn_batches, criterion=cfg.search_criterion),
             SubNetAccuracy(net, test, bn_loader=bn, bn_batches=cfg.bn_batches))

@@ -56,6 +56,7 @@ def main(grid: Grid, context: Context) -> None:
     if cfg.output_dir:
         out = Path(cfg.output_dir)
         save_checkpoint(net, out / "supernet.safetensors",
-                        extra={"model": cfg.model, "image_size": cfg.image_size, "seed": cfg.seed})
+                        extra={"model": cfg.model, "image_size": cfg.image_size, "seed": cfg.seed,
+                               "bn_mode": cfg.bn_mode})
         write_json(out / "summary.json", summary)
         log(INFO, "Wrote %s and %s", out / "supernet.safetensors", out / "summary.json")

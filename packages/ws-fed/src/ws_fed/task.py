@@ -14,6 +14,9 @@
 * :func:`train_subnet` — SGD with cross-entropy and gradient clipping on the active SubNet.
 * :func:`evaluate_subnet` — accuracy and loss of one SubNet, after BN recalibration on a few batches
   (``ws_core.bn.recalibrate_bn``), as OFA evaluates SubNets of a shared SuperNet.
+* :func:`set_identity_bn` — BatchNorm as SuperFedNAS runs it by default (``bn-mode = "frozen"``, see
+  :data:`BN_MODES`): every BN layer an identity (γ = 1, β = 0, running mean 0, running variance 1) that
+  local training leaves as it is.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from .partition import partition_dataset
 from .payload import check_subnet_arrays, region_shapes
 
 __all__ = [
+    "BN_MODES",
     "DigitsSplits",
     "EvalResult",
     "TrainResult",
@@ -54,12 +58,28 @@ __all__ = [
     "local_supernet",
     "make_loader",
     "scratch_supernet",
+    "set_identity_bn",
     "subnet_arrays",
     "supernet_arrays",
     "train_subnet",
 ]
 
 NUM_CLASSES = 10
+
+BN_MODES = ("federated", "frozen")
+"""How BatchNorm takes part in federated training (run config ``bn-mode``):
+
+* ``"federated"`` (default; SuperFedNAS with ``--use_bn``): BN trains normally; γ, β and the running
+  statistics are averaged like every other weight, and SubNets are BN-recalibrated on a few batches
+  before evaluation.
+* ``"frozen"`` (SuperFedNAS's default, without ``--use_bn``): every BN layer is an identity — γ = 1,
+  β = 0, running mean 0, running variance 1 — set by the server before round 1 and by each client on
+  receipt; clients keep BN in eval mode and do not train γ / β, so no running statistics are collected,
+  the aggregate of the (identical) BN entries is the identity again, and SubNets are evaluated without
+  recalibration (SuperFedNAS: ``fedml_api/standalone/superfednas/Client/ClientTrainer/subnet_trainer.py``).
+  Not the default here: the ws-core SuperNets are initialised for BN, and with identity BN the signal of
+  ``ws_ofa_mbv3_035_32`` shrinks ~10⁸-fold through its stages, so SGD stays at chance.
+"""
 
 
 @dataclass(frozen=True)
@@ -200,6 +220,23 @@ def load_subnet_arrays(net: SuperNet, subnet: Mapping[str, Any] | SubNetConfig,
         target[region].copy_(torch.from_numpy(arrays[key]).to(dtype=target.dtype, device=target.device))
 
 
+def _batchnorms(net: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    return [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+@torch.no_grad()
+def set_identity_bn(net: nn.Module) -> None:
+    """Make every BatchNorm layer of ``net`` an identity in eval mode: γ = 1, β = 0, running mean 0,
+    running variance 1 (in place; ``bn-mode = "frozen"``). Its output is then ``x / sqrt(1 + eps)``."""
+    for bn in _batchnorms(net):
+        if bn.affine:
+            bn.weight.fill_(1.0)
+            bn.bias.fill_(0.0)
+        if bn.track_running_stats:
+            bn.running_mean.zero_()
+            bn.running_var.fill_(1.0)
+
+
 @dataclass(frozen=True)
 class TrainResult:
     """Outcome of local training: mean loss, samples processed (forward + backward) and steps."""
@@ -224,10 +261,15 @@ def train_subnet(
     momentum: float = 0.0,
     weight_decay: float = 0.0,
     max_grad_norm: float = 0.0,
+    frozen_bn: bool = False,
     seed: int | None = None,
     device: torch.device | str | None = None,
 ) -> TrainResult:
     """Train SubNet ``subnet`` of ``net`` in place (SGD, cross-entropy, optional gradient clipping).
+
+    ``frozen_bn``: BatchNorm layers stay in eval mode and their γ / β are not trained, so every BN
+    entry (affine and running statistics) leaves training as it came in (SuperFedNAS's default; with
+    :func:`set_identity_bn` first, BN is an identity throughout).
 
     Only the active SubNet runs, so only its elements receive gradients. ``max_steps > 0`` stops after
     that many steps (cycling over ``loader`` if needed) instead of after ``epochs`` epochs. Batches of a
@@ -241,11 +283,17 @@ def train_subnet(
     if epochs < 1 and max_steps < 1:
         raise ValueError(f"train_subnet: need epochs >= 1 or max_steps >= 1, got {epochs} and {max_steps}")
     dev = _device(net, device)
+    bns = _batchnorms(net) if frozen_bn else []
+    held = [p for bn in bns for p in bn.parameters(recurse=False) if p.requires_grad]
+    for p in held:
+        p.requires_grad_(False)
     params = [p for p in net.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
     total, samples, steps = 0.0, 0, 0
-    was_training = net.training
+    modes = {m: m.training for m in net.modules()}
     net.train()
+    for bn in bns:
+        bn.eval()
     # torch.manual_seed reseeds every CUDA device, so on CUDA all of them are forked (None), not just ``dev``
     rng = torch.random.fork_rng(devices=None if dev.type == "cuda" else [], enabled=seed is not None)
     try:
@@ -275,7 +323,10 @@ def train_subnet(
                 if (max_steps and steps >= max_steps) or (not max_steps and epoch >= epochs) or samples == 0:
                     break
     finally:
-        net.train(was_training)
+        for m, mode in modes.items():
+            m.training = mode
+        for p in held:
+            p.requires_grad_(True)
     if samples == 0:
         raise ValueError("train_subnet: the loader yielded no batches")
     return TrainResult(loss=total / samples, samples=samples, steps=steps)
