@@ -1,5 +1,5 @@
-"""OFA's published SuperNets (MobileNetV3 w1.0 / w1.2, ResNet-50) through timm, checked against the authors'
-own implementation.
+"""OFA's published SuperNets (MobileNetV3 w1.0 / w1.2, ProxylessNAS w1.3, ResNet-50) through timm, checked against
+the authors' own implementation.
 
 No network: the ``ofa`` package builds OFA's networks, their weights, BN statistics and kernel-transform
 matrices are randomised and saved the way OFA publishes them (``torch.save({"state_dict": ...})``), and timm
@@ -29,9 +29,10 @@ from ws_core.ofa import (
 )
 
 pytest.importorskip("ofa", reason="the once-for-all authors' package (ws-core's test extra) builds the reference")
-from ofa.imagenet_classification.elastic_nn.networks import OFAMobileNetV3, OFAResNets
+from ofa.imagenet_classification.elastic_nn.networks import OFAMobileNetV3, OFAProxylessNASNets, OFAResNets
 
 W10, W12 = "ofa_mbv3_d234_e346_k357_w1.0", "ofa_mbv3_d234_e346_k357_w1.2"
+PXL = "ofa_proxyless_d234_e346_k357_w1.3"
 R50 = "ofa_resnet50_d0-1-2_e0.2-0.25-0.35_w0.65-0.8-1.0"
 RES = 128
 
@@ -234,15 +235,21 @@ def _load(net, path, **overlay):
                                 filter_fn=checkpoint_filter_fn)
 
 
-def test_w12_file_into_w10_model_fails_naming_shapes_and_leaves_model_untouched(w12):
-    _, path = w12
-    net = timm.create_model("ws_ofa_mbv3_100.ofa_in1k")
+def _assert_rejected(model: str, path, message: str) -> None:
+    """Loading ``path`` into ``model`` raises OFACheckpointError matching ``message`` and changes nothing."""
+    net = timm.create_model(model)
     before = _snapshot(net)
-    with pytest.raises(OFACheckpointError, match=r"(?s)does not fit ws_ofa_mbv3_100 \(which takes OFA's "
-                       r"ofa_mbv3_d234_e346_k357_w1\.0\).*shape mismatches \(\d+\): \['first_conv\.conv\.weight: "
-                       r"file \(24, 3, 3, 3\) != model \(16, 3, 3, 3\)"):
+    with pytest.raises(OFACheckpointError, match=message):
         _load(net, path)
     assert _unchanged(net, before)
+
+
+def test_w12_file_into_w10_model_fails_naming_shapes_and_leaves_model_untouched(w12):
+    _, path = w12
+    _assert_rejected("ws_ofa_mbv3_100.ofa_in1k", path,
+                     r"(?s)does not fit ws_ofa_mbv3_100 \(which takes OFA's ofa_mbv3_d234_e346_k357_w1\.0\).*"
+                     r"shape mismatches \(\d+\): \['first_conv\.conv\.weight: file \(24, 3, 3, 3\) != model "
+                     r"\(16, 3, 3, 3\)")
     with pytest.raises(OFACheckpointError, match="shape mismatches"):
         timm.create_model("ws_ofa_mbv3_100.ofa_in1k", pretrained=True, pretrained_cfg_overlay=dict(file=path))
 
@@ -295,7 +302,8 @@ def test_loading_never_unpickles_arbitrary_objects(tmp_path):
 
 
 # pretrained cfgs ---------------------------------------------------------------------------------------
-@pytest.mark.parametrize(("name", "net_id"), [("ws_ofa_mbv3_100", W10), ("ws_ofa_mbv3_120", W12)])
+@pytest.mark.parametrize(("name", "net_id"), [("ws_ofa_mbv3_100", W10), ("ws_ofa_mbv3_120", W12),
+                                             ("ws_ofa_proxyless_130", PXL)])
 def test_ofa_in1k_pretrained_cfg(name, net_id):
     cfg = timm.get_pretrained_cfg(f"{name}.ofa_in1k").to_dict()
     assert cfg["url"] == f"https://raw.githubusercontent.com/han-cai/files/master/ofa/ofa_nets/{net_id}"
@@ -440,6 +448,117 @@ def test_resnet50_pretrained_cfg_and_invalid_arch(r50):
         with pytest.raises(ValueError, match=message):
             from_ofa_arch(space, {**R50_MIN, **change})
     g = torch.Generator().manual_seed(1)
+    for _ in range(20):
+        cfg = space.sample(g)
+        assert from_ofa_arch(space, to_ofa_arch(space, cfg)) == cfg
+
+
+# ProxylessNAS w1.3 -------------------------------------------------------------------------------------
+def _ofa_proxyless() -> OFAProxylessNASNets:
+    return OFAProxylessNASNets(n_classes=1000, dropout_rate=0, width_mult=1.3, ks_list=[3, 5, 7],
+                               expand_ratio_list=[3, 4, 6], depth_list=[2, 3, 4])
+
+
+@pytest.fixture(scope="module")
+def proxyless(tmp_path_factory):
+    """(OFA's ProxylessNAS w1.3 with random weights, its file, the ws SuperNet timm loaded from that file)."""
+    ofa = _randomise_(_ofa_proxyless(), seed=3)
+    path = _save_as_ofa_publishes(ofa, tmp_path_factory.mktemp("ofa") / PXL)
+    net = timm.create_model("ws_ofa_proxyless_130.ofa_in1k", pretrained=True, pretrained_cfg_overlay=dict(file=path))
+    yield ofa, path, net.eval()
+    os.remove(path)
+
+
+# OFA's set_max_net: d=4 everywhere (the single-block last stage runs min(1, d) blocks); its sampler: d[5] = 1
+PXL_MAX = {"ks": [7] * 21, "e": [6] * 21, "d": [4] * 6}
+PXL_MIN = {"ks": [3] * 21, "e": [3] * 21, "d": [2] * 5 + [1]}
+
+
+def _n_params(net: nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())
+
+
+def test_proxyless_tensors_map_one_to_one(proxyless):
+    ofa, _, net = proxyless
+    ofa_sd = {_canonical(k): v for k, v in ofa.state_dict().items()}
+    own, mapping = net.state_dict(), ofa_key_map(net)
+    assert set(mapping) == set(own) and len(set(mapping.values())) == len(mapping) == len(ofa_sd) == 446
+    assert set(mapping.values()) == set(ofa_sd)
+    assert all(own[k].shape == ofa_sd[v].shape for k, v in mapping.items())
+    assert len(net.elastic_only_parameters()) == sum(k.endswith("_matrix") for k in ofa_sd) == 2 * 21
+    assert _n_params(net) == _n_params(ofa) == 7_956_882
+    assert net.space.stage_blocks == (4, 4, 4, 4, 4, 1) and net.space.max()["depth"] == (4, 4, 4, 4, 4, None)
+    assert net.space.size() == (9**2 + 9**3 + 9**4) ** 5 * 9 * 25
+
+
+def test_proxyless_logits_and_parameter_counts_equal_ofa(proxyless, ofa_random):
+    ofa, _, net = proxyless
+    assert net.pretrained_cfg["tag"] == "ofa_in1k"
+    archs = [PXL_MAX, PXL_MIN] + [ofa.sample_active_subnet() for _ in range(3)]
+    assert len({str(a) for a in archs}) == 5 and all(len(a["d"]) == 6 for a in archs)
+    for arch in archs:
+        _assert_same_logits(ofa, net, arch)
+    g = torch.Generator().manual_seed(6)
+    cfg = net.space.sample(g).replace(resolution=RES)
+    arch = to_ofa_arch(net, cfg)
+    assert arch["d"][5] == 1 and from_ofa_arch(net, arch) == cfg
+    _assert_same_logits(ofa, net, arch)
+    # the max and min SubNets as standalone networks: OFA's get_active_subnet and ws-core's extract
+    for arch, n_params in ((PXL_MAX, 7_942_056), (PXL_MIN, 3_718_832)):
+        ofa.set_active_subnet(ks=arch["ks"], e=arch["e"], d=arch["d"])
+        reference = ofa.get_active_subnet(preserve_weight=True).eval()
+        sub = net.extract(from_ofa_arch(net, arch, resolution=RES)).eval()
+        assert _n_params(sub) == _n_params(reference) == n_params
+        with torch.no_grad():
+            expected, got = reference(_x(2)), sub(_x(2))
+        assert ((got - expected).abs().max() / expected.abs().max()).item() <= 1e-4
+
+
+def test_proxyless_url_download_goes_through_timm_hub_loader(proxyless, monkeypatch):
+    _, path, loaded = proxyless
+    calls = []
+
+    def offline_load_state_dict_from_url(url, **kwargs):
+        calls.append((url, kwargs))
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+    monkeypatch.setattr(timm.models._builder, "load_state_dict_from_url", offline_load_state_dict_from_url)
+    net = timm.create_model("ws_ofa_proxyless_130.ofa_in1k", pretrained=True)
+    assert [url for url, _ in calls] == [OFA_NETS[PXL].url] and calls[0][1]["weights_only"] is True
+    assert OFA_NETS[PXL].url == "https://raw.githubusercontent.com/han-cai/files/master/ofa/ofa_nets/" + PXL
+    own, ref = net.state_dict(), loaded.state_dict()
+    assert own.keys() == ref.keys() and all(torch.equal(own[k], ref[k]) for k in own)
+
+
+def test_mbv3_file_into_proxyless_and_back_fails_naming_the_mismatch(proxyless, w10):
+    _, pxl_path, _ = proxyless
+    _, mbv3_path, _ = w10
+    _assert_rejected("ws_ofa_proxyless_130.ofa_in1k", mbv3_path,
+                     r"(?s)does not fit ws_ofa_proxyless_130 \(which takes OFA's ofa_proxyless_d234_e346_k357_w1\.3\)"
+                     r".*missing \(21\): \['blocks\.21\.conv\..*unexpected \(\d+\): \['blocks\.\d+\.conv\.depth_conv"
+                     r"\.se\..*shape mismatches \(\d+\): \['first_conv\.conv\.weight: file \(16, 3, 3, 3\) != model "
+                     r"\(40, 3, 3, 3\)")
+    _assert_rejected("ws_ofa_mbv3_100.ofa_in1k", pxl_path,
+                     r"(?s)does not fit ws_ofa_mbv3_100 .*missing \(53\): \['blocks\.5\.conv\.depth_conv\.se\..*"
+                     r"unexpected \(25\): \['blocks\.21\.conv\.")
+
+
+def test_proxyless_arch_dicts():
+    space = timm.create_model("ws_ofa_proxyless_130").space
+    assert from_ofa_arch(space, PXL_MAX) == space.max()
+    assert from_ofa_arch(space, {**PXL_MIN, "r": [128]}) == space.min()
+    # the last stage always runs its one block: OFA's d[5] of 1 (sampler), 4 (set_max_net) or None are one SubNet
+    assert from_ofa_arch(space, {**PXL_MIN, "d": [2] * 5 + [None], "r": [128]}) == space.min()
+    assert to_ofa_arch(space, space.max())["d"] == [4] * 5 + [1]
+    for change, message in [
+        ({"d": [2] * 5 + [0]}, r"field 'd'\[5\] \(a stage of fixed depth 1\) allows \[1, 2, 3, 4\], got 0"),
+        ({"d": [2] * 5}, r"field 'd' needs 6 values \(one per stage\), got 5"),
+        ({"ks": [3] * 20}, r"field 'ks' needs 21 values"),
+        ({"e": [3] * 20 + [5]}, r"field 'e'\[20\] allows \[3, 4, 6\], got 5"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            from_ofa_arch(space, {**PXL_MIN, **change})
+    g = torch.Generator().manual_seed(2)
     for _ in range(20):
         cfg = space.sample(g)
         assert from_ofa_arch(space, to_ofa_arch(space, cfg)) == cfg

@@ -27,8 +27,8 @@ def test_ofa_mobilenetv3_size_matches_ofa_count():
     assert OFAMobileNetV3(num_classes=10, width_mult=0.35).space.size() == 25 * space.size()
 
 
-def test_size_equals_brute_force_count_of_distinct_subnets():
-    space = toy_space()
+def _distinct_subnets(space: SearchSpace) -> set[SubNetConfig]:
+    """Canonical configs of every combination of choices, position by position (brute force)."""
     seen = set()
     positions = [(d, i) for d in space.dimensions for i in range(space._length(d))]
     for values in itertools.product(*(d.choices for d, _ in positions)):
@@ -37,6 +37,12 @@ def test_size_equals_brute_force_count_of_distinct_subnets():
             cfg.setdefault(d.name, []).append(v)
         cfg["resolution"] = cfg["resolution"][0]
         seen.add(space.validate(cfg))
+    return seen
+
+
+def test_size_equals_brute_force_count_of_distinct_subnets():
+    space = toy_space()
+    seen = _distinct_subnets(space)
     assert space.size() == len(seen)
     # by hand: 2 resolutions x stage0 (1 block: 4 + 2 blocks: 16) x stage1 (2 blocks: 16 + 3 blocks: 64)
     assert space.size() == 2 * (4 + 16) * (16 + 64)
@@ -150,3 +156,50 @@ def test_space_construction_errors():
         Dimension("x", (1, 1))
     with pytest.raises(ValueError, match="block slots"):
         SearchSpace([Dimension("depth", (1, 4), "stage")], stage_blocks=(3,))
+
+
+def fixed_depth_space() -> SearchSpace:
+    """A last stage of fixed depth (``base_depth == stage_blocks``), as OFA ProxylessNAS's single-block stage."""
+    return SearchSpace(
+        [Dimension("resolution", (24, 32), "net"), Dimension("depth", (1, 2), "stage"),
+         Dimension("kernel", (3, 5), "block")],
+        stage_blocks=(2, 1), base_depth=(0, 1),
+    )
+
+
+def test_fixed_depth_stage_runs_all_its_blocks_and_counts_exactly():
+    space = fixed_depth_space()
+    seen = _distinct_subnets(space)
+    # 2 resolutions x stage 0 (1 block: 2 + 2 blocks: 4) x the fixed stage's one block (2)
+    assert space.size() == len(seen) == 2 * (2 + 4) * 2
+    assert space.max() == {"resolution": 32, "depth": (2, None), "kernel": (5, 5, 5)}
+    assert space.min() == {"resolution": 24, "depth": (1, None), "kernel": (3, None, 3)}
+    # the fixed stage's depth entry is canonically None, like a skipped block's settings; its block always runs
+    cfg = space.validate({"resolution": 24, "depth": [1, 2], "kernel": [5, 3, 3]})
+    assert cfg["depth"] == (1, None) and cfg["kernel"] == (5, None, 3)
+    assert space.active_blocks(cfg) == (1, 1)
+    with pytest.raises(ValueError, match=r"dimension 'depth'\[0\] allows \[1, 2\], got 3"):
+        space.validate({"resolution": 24, "depth": [3, 1], "kernel": [5, 3, 3]})
+    with pytest.raises(ValueError, match=r"dimension 'kernel'\[2\] \(stage 1, block 0\) allows \[3, 5\], got 7"):
+        space.validate({"resolution": 24, "depth": [1, None], "kernel": [5, 3, 7]})
+    with pytest.raises(ValueError, match=r"'depth' needs 2 values \(one per stage\), got 1"):
+        space.validate({"resolution": 24, "depth": [1], "kernel": [5, 3, 3]})
+
+
+def test_fixed_depth_stage_sampling_encoding_and_json():
+    space = fixed_depth_space()
+    g = torch.Generator().manual_seed(0)
+    samples = [space.sample(g) for _ in range(200)]
+    assert len(set(samples)) == space.size()
+    assert all(s["depth"][1] is None and s["kernel"][2] is not None for s in samples)
+    a, b = samples[:2]
+    assert all(space.is_valid(space.mutate(a, 0.5, g)) and space.is_valid(space.crossover(a, b, g))
+               for _ in range(20))
+    enc = space.encode(space.max())
+    # resolution 2 + depth 2x2 (the fixed stage's group all zeros) + kernel 3x2
+    assert enc.shape == (space.encoding_length,) == (2 + 4 + 6,)
+    assert enc.tolist() == [0, 1, 0, 1, 0, 0, 0, 1, 0, 1, 0, 1]
+    restored = SearchSpace.from_json(space.to_json())
+    assert restored == space and restored.size() == space.size() and restored.max() == space.max()
+    with pytest.raises(ValueError, match="block slots"):  # a stage with base < slots still needs room for the depth
+        SearchSpace([Dimension("depth", (1, 2), "stage")], stage_blocks=(2, 2), base_depth=(0, 1))

@@ -139,7 +139,7 @@ def _report(net: SuperNet, configs: list[SubNetConfig], args: argparse.Namespace
     for i, cfg in enumerate(configs):
         mark = "*" if i in front else " "
         label = f"{cfg.id}{' ' + names[i] if i in names else ''}"
-        depth = ",".join(str(d) for d in cfg["depth"])
+        depth = ",".join(str(d) for d in cfg["depth"] if d is not None)
         print(f"{mark:2}{label:<18}{depth:<17}{macs[i] / 1e6:>9.1f}{params[i] / 1e6:>12.3f}{latency[i]:>14.2f}")
     print("\n* Pareto set (latency vs MACs, the capacity proxy of an untrained SuperNet):")
     for i in sorted(front, key=latency.__getitem__):

@@ -6,14 +6,18 @@ and translates OFA's SubNet descriptions:
 
 * :func:`checkpoint_filter_fn` — timm's ``pretrained_filter_fn`` of the ``ws_ofa_*`` models: OFA's key
   names (``first_conv``, ``blocks.N.conv.depth_conv.conv.conv.weight``, ``*.7to5_matrix``,
-  ``final_expand_layer``, ``feature_mix_layer``, ``classifier.linear``; also the older ``mobile_inverted_conv``
+  ``final_expand_layer`` (MobileNetV3), ``feature_mix_layer``, ``classifier.linear``, ResNets'
+  ``input_stem``; also the older ``mobile_inverted_conv``
   and un-nested ``.bn.`` / ``.conv.weight`` spellings OFA's own ``load_state_dict`` accepts) become ws-core
   names. Every key and shape is checked first; a file of another network raises :class:`OFACheckpointError`
   naming the missing, unexpected and mis-shaped tensors, before the model is touched.
 * :func:`from_ofa_arch` / :func:`to_ofa_arch` — OFA's SubNet dicts, as ``sample_active_subnet()`` returns
-  them (MobileNetV3: ``ks``, ``e`` one entry per block, ``d`` one per stage, optional ``r``; ResNets: ``d``
-  input stem first, ``e`` per block, ``w`` six width indices), to and from :class:`~ws_core.config.SubNetConfig`.
-* :data:`OFA_NETS` — the published SuperNets, their URL and the ws-core model/tag that loads them::
+  them (MobileNetV3 and ProxylessNAS: ``ks``, ``e`` one entry per block, ``d`` one per stage, optional ``r``;
+  ResNets: ``d`` input stem first, ``e`` per block, ``w`` six width indices), to and from
+  :class:`~ws_core.config.SubNetConfig`.
+* :data:`OFA_NETS` — the published SuperNets, their URL and the ws-core model/tag that loads them
+  (``ofa_mbv3_d234_e346_k357_w1.0`` / ``_w1.2``: ``ws_ofa_mbv3_100`` / ``_120``;
+  ``ofa_proxyless_d234_e346_k357_w1.3``: ``ws_ofa_proxyless_130``; ``ofa_resnet50_...``: ``ws_ofa_resnet50``)::
 
     net = timm.create_model("ws_ofa_mbv3_100.ofa_in1k", pretrained=True)          # downloads OFA's file
     net = timm.create_model("ws_ofa_mbv3_100.ofa_in1k", pretrained=True,
@@ -78,6 +82,8 @@ OFA_NETS: dict[str, OFANet] = {
                {"kernel_transform": True}),
         OFANet("ofa_mbv3_d234_e346_k357_w1.2", "ws_ofa_mbv3_120", _URL + "ofa_mbv3_d234_e346_k357_w1.2",
                {"kernel_transform": True}),
+        OFANet("ofa_proxyless_d234_e346_k357_w1.3", "ws_ofa_proxyless_130",
+               _URL + "ofa_proxyless_d234_e346_k357_w1.3", {"kernel_transform": True}),
         # ofa.model_zoo.ofa_net("ofa_resnet50") downloads this one from Google Drive with gdown
         OFANet("ofa_resnet50_d0-1-2_e0.2-0.25-0.35_w0.65-0.8-1.0", "ws_ofa_resnet50",
                "https://drive.google.com/uc?id=1xy6VIPEHXqbbqNu3xEZUxhp5FbTVs5cQ", downloadable=False),
@@ -153,18 +159,22 @@ def is_ofa_state_dict(state_dict: Mapping[str, Any]) -> bool:
     return any(k.startswith(_OFA_ROOTS) for k in keys) and not any(k.startswith(_WS_ROOTS) for k in keys)
 
 
-_MBV3_FIXED = (  # (ws prefix, OFA prefix) outside the elastic stages
+_MBCONV_STEM = (  # (ws prefix, OFA prefix): first conv and the fixed first block of MobileNetV3 / ProxylessNAS
     ("stem.conv.conv.", "first_conv.conv."),
     ("stem.conv.bn.", "first_conv.bn."),
     ("stem.block.conv_dw.", "blocks.0.conv.depth_conv.conv."),
     ("stem.block.bn1.", "blocks.0.conv.depth_conv.bn."),
     ("stem.block.conv_pwl.", "blocks.0.conv.point_linear.conv."),
     ("stem.block.bn2.", "blocks.0.conv.point_linear.bn."),
-    ("head.features.conv.", "final_expand_layer.conv."),
-    ("head.features.bn.", "final_expand_layer.bn."),
-    ("head.pre_logits.0.", "feature_mix_layer.conv."),
     ("head.classifier.", "classifier.linear."),
 )
+_MBV3_FIXED = (*_MBCONV_STEM,  # (ws prefix, OFA prefix) outside the elastic stages
+               ("head.features.conv.", "final_expand_layer.conv."),
+               ("head.features.bn.", "final_expand_layer.bn."),
+               ("head.pre_logits.0.", "feature_mix_layer.conv."))
+_PROXYLESS_FIXED = (*_MBCONV_STEM,
+                    ("head.features.conv.", "feature_mix_layer.conv."),
+                    ("head.features.bn.", "feature_mix_layer.bn."))
 _MBV3_BLOCK = (  # (ws prefix inside a block, OFA prefix inside blocks.N.conv)
     ("conv_pw.", "inverted_bottleneck.conv."),
     ("bn1.", "inverted_bottleneck.bn."),
@@ -180,10 +190,10 @@ _STAGE_KEY = re.compile(r"stages\.(\d+)\.blocks\.(\d+)\.(.*)")
 _TRANSFORM_KEY = re.compile(r"conv_dw\.kernel_transform\.(\d+to\d+)$")
 
 
-def _mbv3_key(key: str, stage_blocks: Sequence[int]) -> str | None:
+def _mbv3_key(key: str, stage_blocks: Sequence[int], fixed: Sequence[tuple[str, str]] = _MBV3_FIXED) -> str | None:
     m = _STAGE_KEY.fullmatch(key)
     if m is None:
-        for ws, ofa in _MBV3_FIXED:
+        for ws, ofa in fixed:
             if key.startswith(ws):
                 return ofa + key[len(ws):]
         return None
@@ -236,17 +246,21 @@ def ofa_key_map(model: nn.Module) -> dict[str, str]:
     Raises ``TypeError`` for a model whose OFA layout is unknown.
     """
     from .models.mobilenetv3 import OFAMobileNetV3
+    from .models.proxyless import OFAProxylessNASNet
     from .models.resnet import OFAResNet
 
     if isinstance(model, OFAMobileNetV3):
         def convert(k: str) -> str | None:
             return _mbv3_key(k, model.space.stage_blocks)
+    elif isinstance(model, OFAProxylessNASNet):
+        def convert(k: str) -> str | None:
+            return _mbv3_key(k, model.space.stage_blocks, _PROXYLESS_FIXED)
     elif isinstance(model, OFAResNet):
         def convert(k: str) -> str | None:
             return _resnet_key(k, model.space.stage_blocks)
     else:
         raise TypeError(f"no OFA checkpoint layout known for {type(model).__name__}; known: OFAMobileNetV3, "
-                        "OFAResNet")
+                        "OFAProxylessNASNet, OFAResNet")
     out = {}
     for key in dict.fromkeys([*model.state_dict(), *_CLASSIFIER]):
         ofa = convert(key)
@@ -418,12 +432,31 @@ def _per_block(arch: Mapping[str, Any], name: str, choices: Sequence[Any], activ
     return [v if a else None for v, a in zip(values, active)]
 
 
+def _mbv3_depths(space: SearchSpace, arch: Mapping[str, Any]) -> list[Any]:
+    """OFA's ``d``, one per stage; a stage of fixed depth (ProxylessNAS's last, ``base_depth == stage_blocks``)
+    takes what OFA's ``set_active_subnet`` runs in full — ``None`` or at least its block count (its sampler: 1;
+    ``set_max_net``: the largest depth) — and becomes ``None``."""
+    choices = space["depth"].choices
+    depths = _vector(arch, "d", len(space.stage_blocks), "stage")
+    for s, (d, b, n) in enumerate(zip(depths, space.base_depth, space.stage_blocks)):
+        if b != n:
+            if not _is_choice(d, choices):
+                raise _field_error("d", list(choices), d, f"[{s}]")
+            continue
+        allowed = sorted({n, *(c for c in choices if c >= n)})
+        if d is not None and not _is_choice(d, allowed):
+            raise _field_error("d", allowed, d, f"[{s}] (a stage of fixed depth {n})")
+        depths[s] = None
+    return depths
+
+
 def _from_mbv3_arch(space: SearchSpace, arch: Mapping[str, Any], resolution: int | None) -> dict[str, Any]:
     _check_fields(arch, _MBV3_FIELDS, ("ks", "e", "d"))
     if arch.get("wid") is not None:
         raise _field_error("wid", [None], arch["wid"])
-    depths = _depths(arch, len(space.stage_blocks), space["depth"].choices, "stage")
-    active = [j < depths[s] for s, n in enumerate(space.stage_blocks) for j in range(n)]
+    depths = _mbv3_depths(space, arch)
+    n_active = space.active_blocks({"depth": depths})
+    active = [j < n_active[s] for s, n in enumerate(space.stage_blocks) for j in range(n)]
     return {"resolution": _resolution(space, arch, resolution), "depth": depths,
             "kernel": _per_block(arch, "ks", space["kernel"].choices, active),
             "expand": _per_block(arch, "e", space["expand"].choices, active)}
@@ -459,6 +492,9 @@ def from_ofa_arch(space: SearchSpace | Any, arch: Mapping[str, Any], resolution:
     * MobileNetV3 — ``{"ks": [...], "e": [...], "d": [...]}``: one ``ks``/``e`` entry per block slot (20) and
       one ``d`` per stage (5); OFA's search code adds ``"r": [176]`` and ``"wid": None``, its accuracy
       predictor ``"image_size": 176``.
+    * ProxylessNAS — the same fields: 21 ``ks``/``e`` entries (the last stage's single block included) and
+      6 ``d``; the last stage's depth is fixed, so ``d[5]`` may be any value OFA runs its one block with
+      (its sampler's 1, ``set_max_net``'s 4, ``None``).
     * ResNet — ``{"d": [...], "e": [...], "w": [...]}``: ``d`` the input stem then the 4 stages (extra blocks;
       the stem's residual conv runs iff ``d[0]`` is the largest depth, as in OFA's ``set_active_subnet``),
       ``e`` one entry per block slot (18), ``w`` 6 indices into the width multipliers (stem middle width,
@@ -485,7 +521,8 @@ def from_ofa_arch(space: SearchSpace | Any, arch: Mapping[str, Any], resolution:
 def to_ofa_arch(space: SearchSpace | Any, cfg: Mapping[str, Any]) -> dict[str, Any]:
     """OFA's arch dict of the SubNet ``cfg`` (the inverse of :func:`from_ofa_arch`).
 
-    MobileNetV3: ``{"ks", "e", "d", "r"}``; ResNet: ``{"d", "e", "w", "r"}`` with ``d[0]`` the largest depth
+    MobileNetV3 and ProxylessNAS: ``{"ks", "e", "d", "r"}`` (a stage of fixed depth gets its block count, as
+    ProxylessNAS's ``d[5] = 1`` from OFA's sampler); ResNet: ``{"d", "e", "w", "r"}`` with ``d[0]`` the largest depth
     when the stem's residual conv runs, else the smallest (OFA's sampler draws these two). Skipped blocks
     get ``None`` (``set_active_subnet`` leaves them alone); ``"r"`` is OFA's one-element list.
     ``from_ofa_arch(space, to_ofa_arch(space, cfg)) == cfg``.
@@ -494,8 +531,8 @@ def to_ofa_arch(space: SearchSpace | Any, cfg: Mapping[str, Any]) -> dict[str, A
     family = _family(space)
     cfg = space.validate(cfg)
     if family == "mbv3":
-        return {"ks": list(cfg["kernel"]), "e": list(cfg["expand"]), "d": list(cfg["depth"]),
-                "r": [cfg["resolution"]]}
+        depth = [n if d is None else d for d, n in zip(cfg["depth"], space.stage_blocks)]
+        return {"ks": list(cfg["kernel"]), "e": list(cfg["expand"]), "d": depth, "r": [cfg["resolution"]]}
     depth, widths = space["depth"].choices, space["width"].choices
     w = [widths.index(cfg["stem_mid_width"]), widths.index(cfg["stem_width"])]
     return {"d": [depth[-1] if cfg["stem_depth"] else depth[0], *cfg["depth"]], "e": list(cfg["expand"]),

@@ -8,7 +8,10 @@ Dimensions live at one of three levels, as in OFA:
   only if ``j < base_depth[s] + depth[s]``; the canonical config holds ``None`` for skipped blocks,
   so every distinct SubNet has exactly one config (and ``size()`` counts distinct SubNets).
 
-The stage-level dimension named ``"depth"`` gates blocks; a space without one has fixed depth.
+The stage-level dimension named ``"depth"`` gates blocks; a space without one has fixed depth. A stage
+whose ``base_depth`` equals its block slots has fixed depth in a space with one (OFA ProxylessNAS's last
+stage, a single block): all its blocks run and its ``depth`` entry is canonically ``None``, like the
+settings of a skipped block.
 """
 
 from __future__ import annotations
@@ -76,7 +79,9 @@ class SearchSpace:
         dimensions: the dimensions, in a fixed order (this order defines ``encode``).
         stage_blocks: number of block slots per stage (needed for stage/block dimensions).
         base_depth: blocks that always run per stage; block ``j`` runs iff
-            ``j < base_depth[s] + depth[s]`` (OFA MobileNetV3: zeros; OFA ResNet: ``(2, 2, 4, 2)``).
+            ``j < base_depth[s] + depth[s]`` (OFA MobileNetV3: zeros; OFA ResNet: ``(2, 2, 4, 2)``). A stage
+            with ``base_depth[s] == stage_blocks[s]`` has fixed depth: its ``depth`` entry is ``None``
+            (OFA ProxylessNAS: ``(0, 0, 0, 0, 0, 1)`` with ``stage_blocks=(4, 4, 4, 4, 4, 1)``).
 
     Example::
 
@@ -114,10 +119,13 @@ class SearchSpace:
             if depth.level != "stage":
                 raise ValueError(f"SearchSpace: dimension 'depth' must be per stage, got level {depth.level!r}")
             for s, (b, n) in enumerate(zip(self.base_depth, self.stage_blocks)):
-                if b + depth.choices[-1] > n:
+                if b != n and b + depth.choices[-1] > n:
                     raise ValueError(
                         f"SearchSpace: stage {s} has {n} block slots but base {b} + max depth {depth.choices[-1]}"
                     )
+        # stages of fixed depth (all their blocks run; their depth entry is canonically None)
+        self._fixed_depth = () if depth is None else tuple(b == n for b, n in zip(self.base_depth, self.stage_blocks))
+        self._depth_active = [not f for f in self._fixed_depth] if any(self._fixed_depth) else None
         # block slot index -> (stage, position in stage)
         self._slots = [(s, j) for s, n in enumerate(self.stage_blocks) for j in range(n)]
         self._encoding_length = sum(self._length(d) * len(d.choices) for d in self.dimensions)
@@ -140,7 +148,7 @@ class SearchSpace:
         """Number of running blocks per stage under ``cfg``."""
         if DEPTH not in self._by_name:
             return self.stage_blocks
-        return tuple(b + d for b, d in zip(self.base_depth, cfg[DEPTH]))
+        return tuple(b if d is None else b + d for b, d in zip(self.base_depth, cfg[DEPTH]))
 
     def _block_active(self, depths: Sequence[int]) -> list[bool]:
         return [j < depths[s] for s, j in self._slots]
@@ -169,7 +177,8 @@ class SearchSpace:
                 out[dim.name] = value
         for dim in self.dimensions:
             if dim.level == "stage":
-                out[dim.name] = self._validate_vector(dim, cfg[dim.name], None)
+                active = self._depth_active if dim.name == DEPTH else None
+                out[dim.name] = self._validate_vector(dim, cfg[dim.name], active)
         active = self._block_active(self.active_blocks(out)) if self._slots else []
         for dim in self.dimensions:
             if dim.level == "block":
@@ -195,7 +204,10 @@ class SearchSpace:
                 continue
             choice = _lookup(dim, v)
             if choice is _MISSING:
-                where = f"[{i}]" if active is None else f"[{i}] (stage {self._slots[i][0]}, block {self._slots[i][1]})"
+                if active is None or dim.level == "stage":
+                    where = f"[{i}]"
+                else:
+                    where = f"[{i}] (stage {self._slots[i][0]}, block {self._slots[i][1]})"
                 raise _invalid(dim, v, where)
             out.append(choice)
         return tuple(out)
@@ -300,7 +312,7 @@ class SearchSpace:
         per_block = math.prod(len(d.choices) for d in self.dimensions if d.level == "block")
         depth = self._by_name.get(DEPTH)
         for s, n in enumerate(self.stage_blocks):
-            if depth is None:
+            if depth is None or self._fixed_depth[s]:
                 total *= per_block**n
             else:
                 total *= sum(per_block ** (self.base_depth[s] + dv) for dv in depth.choices)

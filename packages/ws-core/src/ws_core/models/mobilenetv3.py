@@ -33,7 +33,7 @@ from ..space import Dimension, SearchSpace
 from ..supernet import ClassifierHead, SuperNet
 from ._common import FASHION_MNIST_MEAN, FASHION_MNIST_STD, cifar_cfg, imagenet_cfg, ofa_init_
 
-__all__ = ["MBConvBlock", "OFAMobileNetV3"]
+__all__ = ["MBConvBlock", "MBConvSuperNet", "OFAMobileNetV3"]
 
 # OFA constants (ofa_mbv3.py): stem, first block, 5 elastic stages, final expand, feature mix.
 BASE_STAGE_WIDTH = (16, 16, 24, 40, 80, 112, 160, 960, 1280)
@@ -43,30 +43,34 @@ IMAGENET_STRIDES = (2, 2, 2, 1, 2)
 CIFAR_STRIDES = (1, 2, 2, 1, 2)
 
 
+_ACTS = {"relu": nn.ReLU, "relu6": nn.ReLU6, "h_swish": nn.Hardswish}  # OFA's act_func names
+
+
 def _act(name: str) -> nn.Module:
-    return nn.Hardswish(inplace=True) if name == "h_swish" else nn.ReLU(inplace=True)
+    return _ACTS[name](inplace=True)
 
 
 class ConvBnAct(nn.Sequential):
-    """Static conv → BN → activation (the fixed stem and final expand layers)."""
+    """Static conv → BN → activation (the fixed stem, final expand and feature-mix layers)."""
 
-    def __init__(self, in_ch: int, out_ch: int, kernel: int, stride: int = 1, act: str = "relu"):
+    def __init__(self, in_ch: int, out_ch: int, kernel: int, stride: int = 1, act: str = "relu",
+                 bn_eps: float = 1e-5):
         super().__init__()
         self.conv = nn.Conv2d(in_ch, out_ch, kernel, stride, kernel // 2, bias=False)
-        self.bn = nn.BatchNorm2d(out_ch)
+        self.bn = nn.BatchNorm2d(out_ch, eps=bn_eps)
         self.act = _act(act)
 
 
 class DepthwiseSeparable(nn.Module):
     """OFA's fixed first block: depthwise 3×3 → BN → act → pointwise → BN, residual when shapes match."""
 
-    def __init__(self, in_ch: int, out_ch: int, stride: int, act: str) -> None:
+    def __init__(self, in_ch: int, out_ch: int, stride: int, act: str, bn_eps: float = 1e-5) -> None:
         super().__init__()
         self.conv_dw = nn.Conv2d(in_ch, in_ch, 3, stride, 1, groups=in_ch, bias=False)
-        self.bn1 = nn.BatchNorm2d(in_ch)
+        self.bn1 = nn.BatchNorm2d(in_ch, eps=bn_eps)
         self.act = _act(act)
         self.conv_pwl = nn.Conv2d(in_ch, out_ch, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(out_ch)
+        self.bn2 = nn.BatchNorm2d(out_ch, eps=bn_eps)
         self.has_skip = stride == 1 and in_ch == out_ch
 
     def forward(self, x: Tensor) -> Tensor:
@@ -78,7 +82,8 @@ class MBConvBlock(ElasticBlock, nn.Module):
     """Elastic inverted bottleneck (OFA ``DynamicMBConvLayer`` + identity shortcut).
 
     1×1 expand → BN → act → k×k depthwise → BN → act → [SE] → 1×1 project → BN; the middle width is
-    ``make_divisible(round(in_channels × expand_ratio), 8)``.
+    ``make_divisible(round(in_channels × expand_ratio), 8)``. ``act``: OFA's ``act_func`` (``relu``,
+    ``relu6``, ``h_swish``); ``bn_eps``: OFA's ``bn_param[1]``.
     """
 
     def __init__(
@@ -91,6 +96,7 @@ class MBConvBlock(ElasticBlock, nn.Module):
         act: str,
         use_se: bool,
         kernel_transform: bool = False,
+        bn_eps: float = 1e-5,
     ) -> None:
         super().__init__()
         self.in_channels, self.out_channels = in_channels, out_channels
@@ -98,14 +104,14 @@ class MBConvBlock(ElasticBlock, nn.Module):
         self._mid = {e: make_divisible(round(in_channels * e), 8) for e in self.expand_ratios}
         max_mid = self._mid[self.expand_ratios[-1]]
         self.conv_pw = ElasticConv2d(in_channels, max_mid, 1)
-        self.bn1 = ElasticBatchNorm2d(max_mid)
+        self.bn1 = ElasticBatchNorm2d(max_mid, eps=bn_eps)
         self.act1 = _act(act)
         self.conv_dw = ElasticDepthwiseConv2d(max_mid, kernel_sizes, stride, kernel_transform)
-        self.bn2 = ElasticBatchNorm2d(max_mid)
+        self.bn2 = ElasticBatchNorm2d(max_mid, eps=bn_eps)
         self.act2 = _act(act)
         self.se = ElasticSqueezeExcite(max_mid) if use_se else nn.Identity()
         self.conv_pwl = ElasticConv2d(max_mid, out_channels, 1)
-        self.bn3 = ElasticBatchNorm2d(out_channels)
+        self.bn3 = ElasticBatchNorm2d(out_channels, eps=bn_eps)
         self.has_skip = stride == 1 and in_channels == out_channels
 
     def _configure(self, expand_ratio: float, kernel_size: int) -> None:
@@ -141,7 +147,75 @@ class MBConvBlock(ElasticBlock, nn.Module):
         permute_channels_(self.conv_pw, idx, dim=0)
 
 
-class OFAMobileNetV3(SuperNet):
+class MBConvSuperNet(SuperNet):
+    """Shared body of OFA's MBConv SuperNets (MobileNetV3, ProxylessNAS): elastic stages of
+    :class:`MBConvBlock`, each block's expand ratio and kernel size read from the config's block slots and
+    each stage's depth from ``space.active_blocks`` (so stages of fixed depth run all their blocks)."""
+
+    @staticmethod
+    def mbconv_space(
+        resolutions: Sequence[int],
+        depths: Sequence[int],
+        expand_ratios: Sequence[float],
+        kernel_sizes: Sequence[int],
+        stage_blocks: Sequence[int],
+        base_depth: Sequence[int] | None = None,
+    ) -> SearchSpace:
+        """OFA's MBConv space: resolution per net, depth per stage, expand ratio and kernel per block slot."""
+        return SearchSpace(
+            [
+                Dimension("resolution", tuple(resolutions), "net"),
+                Dimension("depth", tuple(depths), "stage"),
+                Dimension("expand", tuple(expand_ratios), "block"),
+                Dimension("kernel", tuple(kernel_sizes), "block"),
+            ],
+            stage_blocks=stage_blocks,
+            base_depth=base_depth,
+        )
+
+    def _build_stages(
+        self,
+        in_ch: int,
+        widths: Sequence[int],
+        strides: Sequence[int],
+        stage_blocks: Sequence[int],
+        acts: Sequence[str],
+        use_se: Sequence[bool],
+        expand_ratios: Sequence[float],
+        kernel_sizes: Sequence[int],
+        kernel_transform: bool,
+        bn_eps: float,
+        reduction: int,
+    ) -> int:
+        """Build ``self.stages`` (one :class:`ElasticStage` per entry of ``widths``), append one timm
+        ``feature_info`` entry per stage (its max channels) and return the last stage's channels."""
+        stages, slot = [], 0
+        for s, (out_ch, stride, n, act, se) in enumerate(zip(widths, strides, stage_blocks, acts, use_se)):
+            blocks = []
+            for j in range(n):
+                blocks.append(MBConvBlock(in_ch, out_ch, expand_ratios, kernel_sizes, stride if j == 0 else 1,
+                                          act, se, kernel_transform, bn_eps))
+                in_ch = out_ch
+            stages.append(ElasticStage(blocks))
+            reduction *= stride
+            self.feature_info.append(dict(num_chs=out_ch, reduction=reduction, module=f"stages.{s}"))
+        self.stages = nn.Sequential(*stages)
+        # (stage, [(block, slot index)]) as plain lists for the actuation path
+        self._routing = []
+        for stage in stages:
+            self._routing.append((stage, [(block, slot + j) for j, block in enumerate(stage.blocks)]))
+            slot += len(stage.blocks)
+        return in_ch
+
+    def _configure(self, cfg: SubNetConfig) -> None:
+        expand, kernel = cfg["expand"], cfg["kernel"]
+        for (stage, slots), d in zip(self._routing, self.space.active_blocks(cfg)):
+            stage.configure(d)
+            for block, i in slots[:d]:
+                block.configure(expand[i], kernel[i])
+
+
+class OFAMobileNetV3(MBConvSuperNet):
     """The OFA MobileNetV3 SuperNet.
 
     Args:
@@ -184,16 +258,7 @@ class OFAMobileNetV3(SuperNet):
         if stem_stride not in (1, 2):
             raise ValueError(f"stem_stride must be one of [1, 2], got {stem_stride!r}")
         self.num_classes, self.in_chans, self.drop_rate = num_classes, in_chans, drop_rate
-        max_depth = max(depths)
-        self.space = SearchSpace(
-            [
-                Dimension("resolution", tuple(resolutions), "net"),
-                Dimension("depth", tuple(depths), "stage"),
-                Dimension("expand", tuple(expand_ratios), "block"),
-                Dimension("kernel", tuple(kernel_sizes), "block"),
-            ],
-            stage_blocks=(max_depth,) * 5,
-        )
+        self.space = self.mbconv_space(resolutions, depths, expand_ratios, kernel_sizes, (max(depths),) * 5)
         widths = [make_divisible(w * width_mult, 8) for w in BASE_STAGE_WIDTH[:-2]]
         final_expand = make_divisible(BASE_STAGE_WIDTH[-2] * width_mult, 8)
         last_channel = make_divisible(BASE_STAGE_WIDTH[-1] * width_mult, 8)
@@ -202,20 +267,10 @@ class OFAMobileNetV3(SuperNet):
         self.stem = nn.Sequential()
         self.stem.add_module("conv", ConvBnAct(in_chans, widths[0], 3, stem_stride, "h_swish"))
         self.stem.add_module("block", DepthwiseSeparable(widths[0], widths[1], 1, "relu"))
-        stages, in_ch = [], widths[1]
         # timm feature_info: the stem, then each stage (its last active block); the max SubNet's channels
-        reduction = stem_stride
-        self.feature_info = [dict(num_chs=widths[1], reduction=reduction, module="stem")]
-        for s, (out_ch, stride, act, se) in enumerate(zip(widths[2:], strides, STAGE_ACT, STAGE_SE)):
-            blocks = []
-            for j in range(max_depth):
-                blocks.append(MBConvBlock(in_ch, out_ch, expand_ratios, kernel_sizes, stride if j == 0 else 1,
-                                          act, se, kernel_transform))
-                in_ch = out_ch
-            stages.append(ElasticStage(blocks))
-            reduction *= stride
-            self.feature_info.append(dict(num_chs=out_ch, reduction=reduction, module=f"stages.{s}"))
-        self.stages = nn.Sequential(*stages)
+        self.feature_info = [dict(num_chs=widths[1], reduction=stem_stride, module="stem")]
+        in_ch = self._build_stages(widths[1], widths[2:], strides, self.space.stage_blocks, STAGE_ACT, STAGE_SE,
+                                   expand_ratios, kernel_sizes, kernel_transform, 1e-5, stem_stride)
         self.num_features = last_channel
         self.head = ClassifierHead(
             in_ch, num_classes,
@@ -223,19 +278,8 @@ class OFAMobileNetV3(SuperNet):
             pre_logits=nn.Sequential(nn.Conv2d(final_expand, last_channel, 1, bias=False), nn.Hardswish(inplace=True)),
             num_features=last_channel, drop_rate=drop_rate,
         )
-        # (stage, [(block, slot index)]) as plain lists for the actuation path
-        self._routing = [(stage, [(block, s * max_depth + j) for j, block in enumerate(stage.blocks)])
-                         for s, stage in enumerate(stages)]
         ofa_init_(self)
         self.activate(self.space.max())
-
-    def _configure(self, cfg: SubNetConfig) -> None:
-        depth, expand, kernel = cfg["depth"], cfg["expand"], cfg["kernel"]
-        for s, (stage, slots) in enumerate(self._routing):
-            d = depth[s]
-            stage.configure(d)
-            for block, i in slots[:d]:
-                block.configure(expand[i], kernel[i])
 
 
 def _create(variant: str, pretrained: bool = False, **kwargs) -> OFAMobileNetV3:
