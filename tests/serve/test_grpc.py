@@ -79,6 +79,23 @@ def test_tritonclient_grpc_works_unchanged(live, deployment, reference):
         client.close()
 
 
+def test_the_rpc_deadline_bounds_the_query_deadline(live):
+    _, address, _ = live
+    client = grpcclient.InferenceServerClient(address)
+    try:
+        inp = grpcclient.InferInput("input", [1, 3, 32, 32], "FP32")
+        inp.set_data_from_numpy(_images(1))
+        # the client gives the call 20 s: the query's SLO becomes what is left of them, not 60 s (gRPC sends
+        # the timeout in whole units of its header, so the server may read slightly more than 20 s)
+        bounded = _params(client.infer(MODEL, [inp], parameters={"slo_ms": 60_000}, client_timeout=20).get_response())
+        assert 0 < bounded["slo_ms"] <= 21_000 and bounded["slo_met"] is True
+        # a deadline later than the SLO leaves the SLO as it is
+        loose = _params(client.infer(MODEL, [inp], parameters={"slo_ms": 4000}, client_timeout=60).get_response())
+        assert loose["slo_ms"] == 4000
+    finally:
+        client.close()
+
+
 def test_typed_contents_in_raw_contents_out(live, deployment, reference):
     _, address, _ = live
     x = _images(1, seed=3)

@@ -20,7 +20,10 @@ shipped with ``tritonclient[grpc]`` (Triton's service is a superset of KServe v2
 names). Inputs come as typed ``contents`` (``fp32_contents``) or as ``raw_input_contents``; the output
 goes back in ``raw_output_contents``. A request is checked by the same function as over HTTP
 (:func:`~ws_serve.server.validate_infer_request`), with the same parameters (``slo_ms`` in; ``subnet_id``,
-``accuracy``, ... out) and the same messages. Status codes: bad input ``INVALID_ARGUMENT``, unknown model
+``accuracy``, ... out) and the same messages. A client's RPC deadline (gRPC's timeout) bounds the query's:
+its SLO becomes the smaller of ``slo_ms`` and the time the deadline leaves when the handler starts, so
+the time a request waited in gRPC's and the event loop's queues counts against its slack.
+Status codes: bad input ``INVALID_ARGUMENT``, unknown model
 ``NOT_FOUND``, full queue ``RESOURCE_EXHAUSTED``, missed deadline ``DEADLINE_EXCEEDED``, no worker or
 shutting down ``UNAVAILABLE``, a failed forward ``INTERNAL``.
 """
@@ -30,7 +33,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import grpc
@@ -171,8 +174,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def ModelInfer(self, request, context) -> pb.ModelInferResponse:
         arrival = self.router.clock()
+        remaining = context.time_remaining()  # the client's deadline, if it set one
         try:
-            return await self._infer(request, arrival)
+            return await self._infer(request, arrival, remaining)
         except (BadRequest, ServeError) as e:
             failure = (grpc_status(e), str(e))
             if not (isinstance(e, BadRequest) and e.status == 404):  # a request for the model that failed
@@ -204,11 +208,15 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         except BadRequest as e:
             await context.abort(grpc_status(e), str(e))
 
-    async def _infer(self, request: pb.ModelInferRequest, arrival: float) -> pb.ModelInferResponse:
+    async def _infer(self, request: pb.ModelInferRequest, arrival: float,
+                     remaining_s: float | None = None) -> pb.ModelInferResponse:
         router, model = self.router, self.model
         check_model(model, request.model_name, request.model_version or None)
         req, raw = request_json(request)
         parsed = validate_infer_request(req, model, raw=raw)
+        if remaining_s is not None:  # the RPC's deadline also bounds the query's (time spent before the handler ran)
+            slo_ms = parsed.slo_ms if parsed.slo_ms is not None else self.default_slo_ms
+            parsed = replace(parsed, slo_ms=max(min(slo_ms, remaining_s * 1e3), 1e-3))
         submitted = router.clock()
         result = await run_infer(router, parsed, arrival, default_slo_ms=self.default_slo_ms,
                                  request_timeout_s=self.request_timeout_s)

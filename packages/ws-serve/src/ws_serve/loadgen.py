@@ -171,12 +171,17 @@ async def replay(
     timeout_s: float = 30.0,
     max_connections: int = 512,
     transport: str = "http",
+    grpc_deadline: bool = True,
 ) -> ReplayReport:
     """Send one request per arrival of ``trace`` to the server at ``url`` (open loop).
 
     ``url`` is the HTTP base URL (``transport="http"``: ``{url}/v2/models/{model}/infer``) or the gRPC
     ``host:port`` (``transport="grpc"``). ``max_connections`` bounds HTTP connections (gRPC multiplexes
-    every call on one channel).
+    every call on one channel). Over gRPC each call carries ``slo_ms`` as its deadline
+    (``grpc_deadline=True``), as a deadline-aware client does: the server then counts the time the request
+    spent before its handler ran, and an answer later than the SLO is cancelled and recorded as
+    ``DEADLINE_EXCEEDED`` (a miss either way); ``False`` keeps ``timeout_s`` as the deadline and records
+    late answers with their latency.
     """
     if slo_ms <= 0:
         raise ValueError(f"replay: slo_ms must be > 0, got {slo_ms}")
@@ -218,6 +223,7 @@ async def replay(
         from tritonclient.grpc import service_pb2 as pb
 
         body = encode_grpc_infer_request(model, x, slo_ms)
+        rpc_timeout_s = min(timeout_s, slo_ms / 1e3) if grpc_deadline else timeout_s
         async with grpc.aio.insecure_channel(url) as channel:
             # the request is already serialised: send its bytes as they are, parse only the response
             infer = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer",
@@ -226,7 +232,7 @@ async def replay(
             async def one_grpc(at: float) -> None:
                 start = time.perf_counter()
                 try:
-                    response = await infer(body, timeout=timeout_s)
+                    response = await infer(body, timeout=rpc_timeout_s)
                 except grpc.aio.AioRpcError as e:
                     record(at, e.code().name, (time.perf_counter() - start) * 1e3, None)
                     return
