@@ -9,6 +9,7 @@ inputs (the smallest resolution of the space) for the max, the min and SubNets f
 
 from __future__ import annotations
 
+import json
 import os
 import random
 
@@ -22,6 +23,7 @@ from ws_core.ofa import (
     OFA_NETS,
     OFACheckpointError,
     _canonical,
+    arch_from_net_config,
     checkpoint_filter_fn,
     from_ofa_arch,
     ofa_key_map,
@@ -562,3 +564,20 @@ def test_proxyless_arch_dicts():
     for _ in range(20):
         cfg = space.sample(g)
         assert from_ofa_arch(space, to_ofa_arch(space, cfg)) == cfg
+
+
+# OFA's net.config (the form its specialised SubNets are published in) ----------------------------------
+@pytest.mark.parametrize(("build", "model"), [(lambda: _ofa_mbv3(1.0), "ws_ofa_mbv3_100"),
+                                              (lambda: _ofa_mbv3(1.2), "ws_ofa_mbv3_120"),
+                                              (_ofa_proxyless, "ws_ofa_proxyless_130")])
+def test_net_config_of_ofa_extracted_subnets_parses_back_to_the_sampled_arch(build, model, ofa_random):
+    """OFA's own ``get_active_subnet().config``, through JSON, gives back the SubNet OFA's sampler drew."""
+    ofa = build()
+    net = timm.create_model(model)
+    for _ in range(5):
+        arch = ofa.sample_active_subnet()
+        ofa.set_active_subnet(**arch)
+        net_config = json.loads(json.dumps(ofa.get_active_subnet(preserve_weight=False).config))
+        net_id, parsed = arch_from_net_config(net_config, image_size=160)
+        assert OFA_NETS[net_id].model == model
+        assert from_ofa_arch(net, parsed) == from_ofa_arch(net, arch, resolution=160)
