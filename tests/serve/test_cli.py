@@ -77,6 +77,25 @@ def test_profile_writes_files_next_to_the_checkpoint(tmp_path, capsys):
     assert any(p.name.startswith("net.safetensors.latency-cpu") for p in tmp_path.iterdir())
 
 
+def test_profile_predicted_from_blocks_caches_the_block_table(tmp_path, capsys):
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(timm.create_model("ws_ofa_mbv3_035_32", num_classes=10), tmp_path / "net.safetensors")
+    out = tmp_path / "profile.json"
+    assert main(["profile", "--checkpoint", str(ckpt), "--subnets", "3", "--max-batch", "2", "--profile-repeats",
+                 "1", "--profile-rounds", "1", "--latency", "predicted", "--latency-anchors", "2",
+                 "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "latency prediction: measuring 2 anchor SubNet(s) whole" in text
+    profile = Profile.load(out)
+    assert profile.note.startswith("predicted from per-block latencies") and "leave-one-out" in profile.note
+    assert profile.max_batch == 2 and len(profile.subnet_ids) == 3
+    assert os.path.isfile(f"{ckpt}.blocks.json")
+    assert not any(p.name.startswith("net.safetensors.latency-cpu") for p in tmp_path.iterdir())
+    with pytest.raises(SystemExit):
+        main(["profile", "--checkpoint", str(ckpt), "--latency-anchors", "-1"])
+    assert "--latency-anchors: must be >= 0, got -1" in capsys.readouterr().err
+
+
 def _wait_for(path, pattern, proc, timeout=240.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

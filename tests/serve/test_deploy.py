@@ -31,3 +31,13 @@ def test_load_supernet_checks_the_model_against_the_checkpoint(tmp_path):
         load_supernet("resnet18", ckpt)
     with pytest.raises(CheckpointError, match="not a readable safetensors file"):
         load_supernet(None, tmp_path / "missing.safetensors")
+
+
+def test_deploy_names_the_latency_sources():
+    from ws_serve.deploy import LATENCY_SOURCES, deploy
+
+    assert LATENCY_SOURCES == ("measured", "predicted")
+    with pytest.raises(ValueError, match=r"latency must be one of \['measured', 'predicted'\], got 'guessed'"):
+        deploy("ws_ofa_mbv3_035_32", latency="guessed")
+    with pytest.raises(ValueError, match="latency_anchors must be >= 0, got -2"):
+        deploy("ws_ofa_mbv3_035_32", latency="predicted", latency_anchors=-2)

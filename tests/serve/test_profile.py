@@ -7,13 +7,17 @@ import pytest
 import torch
 
 from ws_core.cost import CostModel, LatencyEntry, LatencyTable
+from ws_core.latency import BlockLatencyTable, device_key, subnet_blocks
 from ws_serve.profile import (
     PROXY_ACCURACY,
     Profile,
     ServedSet,
+    anchor_indices,
+    block_table_path,
     latency_cache_path,
     latency_inversions,
     pareto_served_set,
+    predict_served_profile,
     profile_served,
     superserve_paper_profile,
 )
@@ -275,3 +279,81 @@ def test_profile_served_times_the_backend_that_serves(tiny_net, configs, tmp_pat
     profile_served(tiny_net, served, max_batch=2, cache=eager_cache, warmup=0, repeats=2, rounds=1, backend=backend,
                    sample_shape=(3, 32, 32))
     assert len(backend.calls) == 8  # the table's mode says another backend measured it: measured again
+
+
+# Predicted profiles (per-block latency table + anchors) ---------------------------------------------------
+def _filled_table(net, served, per_batch=(1.0, 1.5)):
+    """A block table holding every block of ``served`` at batches 1 and 2, each entry set by hand."""
+    table = BlockLatencyTable(device_key("cpu"))
+    table.measure(net, served.configs, (1, 2), warmup=0, repeats=1, rounds=1)
+    for row in table.entries.values():
+        row["1"], row["2"] = per_batch
+    return table
+
+
+def test_anchor_indices_spread_over_macs():
+    assert anchor_indices([5, 1, 3, 2, 4], 3) == [0, 1, 2]  # cheapest (1), middle (2), largest (0)
+    assert anchor_indices([5, 1, 3, 2, 4], 2) == [0, 1]
+    assert anchor_indices([5, 1], 3) == [0, 1]
+    assert anchor_indices([1, 2, 3], 1) == [2]
+    assert anchor_indices([1, 2, 3], 0) == []
+    with pytest.raises(ValueError, match="anchors must be >= 0, got -1"):
+        anchor_indices([1, 2], -1)
+
+
+def test_predicted_profile_scales_block_sums_by_the_anchors(tiny_net, served3):
+    served, (lo, mid, hi) = served3
+    table = _filled_table(tiny_net, served)
+    n_entries = len(table)
+    blocks = {s.id: len(subnet_blocks(tiny_net, s.config)) for s in served}
+    summed = {i: [blocks[i] * 1.0, blocks[i] * 1.5] for i in served.ids}
+    # anchors lo and hi (the ends of the MACs range), measured 2x and 3x their block sums: factor median 2.5
+    measure = FakeMeasure({lo: [2 * v for v in summed[lo]], hi: [3 * v for v in summed[hi]],
+                           mid: [POISON, POISON]})
+    lines = []
+    p = predict_served_profile(tiny_net, served, max_batch=2, table=table, anchors=2, measure=measure,
+                               progress=lines.append)
+    assert measure.calls == [[i for i in served.ids if i in (lo, hi)]]  # only the anchors are measured whole
+    assert len(table) == n_entries and all(row == {"1": 1.0, "2": 1.5} for row in table.entries.values())
+    assert p.latency_ms[p.index(lo)] == pytest.approx([2 * v for v in summed[lo]])  # anchors keep their measurement
+    assert p.latency_ms[p.index(hi)] == pytest.approx([3 * v for v in summed[hi]])
+    assert p.latency_ms[p.index(mid)] == pytest.approx([2.5 * v for v in summed[mid]])
+    # leave-one-out: lo predicted with hi's factor 3 (error 50 %), hi with lo's 2 (33.3 %), at both batches
+    assert "leave-one-out error on the anchors: mean 41.7 %, max 50.0 %" in p.note
+    assert p.note.startswith("predicted from per-block latencies") and "2 anchor SubNet(s)" in p.note
+    assert p.accuracies == tuple(s.accuracy for s in served)
+    assert lines[0].startswith("latency prediction: timing the blocks of 3 SubNets")
+
+
+def test_predicted_profile_without_anchors_is_the_bare_block_sums(tiny_net, served3):
+    served, _ = served3
+    table = _filled_table(tiny_net, served, (2.0, 3.0))
+    measure = FakeMeasure({})
+    p = predict_served_profile(tiny_net, served, max_batch=2, table=table, anchors=0, measure=measure)
+    assert measure.calls == []
+    for s in served:
+        n = len(subnet_blocks(tiny_net, s.config))
+        assert p.latency_ms[p.index(s.id)] == pytest.approx([2.0 * n, 3.0 * n])
+    assert "no anchors: bare block sums" in p.note and "fewer than 2 anchors" in p.note
+
+
+def test_predicted_profile_caches_the_block_table_per_device(tiny_net, served3, tmp_path):
+    served, _ = served3
+    cache = block_table_path(tmp_path / "net.safetensors")
+    assert cache.name == "net.safetensors.blocks.json"
+    first = predict_served_profile(tiny_net, served, max_batch=2, cache=cache, anchors=0, warmup=0, repeats=1,
+                                   rounds=1)
+    assert all(v > 0 for row in first.latency_ms for v in row)
+    stored = json.loads(cache.read_text())
+    assert list(stored) == [device_key("cpu")]
+    for row in stored[device_key("cpu")]["entries"].values():  # poison: a reused table predicts from these
+        row["1"], row["2"] = 1.0, 2.0
+    cache.write_text(json.dumps(stored))
+    again = predict_served_profile(tiny_net, served, max_batch=2, cache=cache, anchors=0)
+    for s in served:
+        n = len(subnet_blocks(tiny_net, s.config))
+        assert again.latency_ms[again.index(s.id)] == pytest.approx([1.0 * n, 2.0 * n])
+    with pytest.raises(ValueError, match=r"the block table is for cuda:0 \(.*\), the device is cpu"):
+        predict_served_profile(tiny_net, served, max_batch=2, table=BlockLatencyTable("cuda:0 (GPU)"))
+    with pytest.raises(ValueError, match="max_batch must be >= 1, got 0"):
+        predict_served_profile(tiny_net, served, max_batch=0)

@@ -44,6 +44,13 @@ def _non_negative(text: str) -> float:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="a registered SuperNet (timm.list_models('ws_*')); default: the checkpoint's")
     p.add_argument("--checkpoint", help="a ws-core checkpoint (.safetensors)")
@@ -55,6 +62,11 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile-repeats", type=_positive(int), default=10, help="timed forwards per latency entry")
     p.add_argument("--profile-rounds", type=_positive(int), default=3,
                    help="profiling rounds; each latency is the lowest per-round median")
+    p.add_argument("--latency", choices=("measured", "predicted"), default="measured",
+                   help="the profile: every served SubNet measured at every batch size, or predicted from "
+                        "per-block latencies and --latency-anchors SubNets measured whole (large served sets)")
+    p.add_argument("--latency-anchors", type=_non_negative_int, default=3,
+                   help="with --latency predicted: SubNets measured whole to scale the block sums")
     p.add_argument("--seed", type=int, default=0, help="seed for the default served set and an uncheckpointed model")
 
 
@@ -80,7 +92,8 @@ def _deploy(args: argparse.Namespace, profile: str | None = None):
     return deploy(args.model, args.checkpoint, num_classes=args.num_classes, served=args.served,
                   subnets=args.subnets, max_batch=args.max_batch, device=args.device, profile=profile,
                   profile_repeats=args.profile_repeats, profile_rounds=args.profile_rounds, seed=args.seed,
-                  backend=None if backend == "eager" else backend, progress=_say, name=getattr(args, "name", None))
+                  backend=None if backend == "eager" else backend, progress=_say, name=getattr(args, "name", None),
+                  latency=args.latency, latency_anchors=args.latency_anchors)
 
 
 # checks before any work -----------------------------------------------------------------------------

@@ -4,7 +4,8 @@ Files next to a checkpoint ``ckpt.safetensors`` (all optional, all written atomi
 
 * ``ckpt.safetensors.served.json`` — the served set (:class:`~ws_serve.profile.ServedSet`);
 * ``ckpt.safetensors.subnetnorm.safetensors`` — SubnetNorm statistics of the served SubNets;
-* ``ckpt.safetensors.latency-<device>.json`` — the latency table measured on that device.
+* ``ckpt.safetensors.latency-<device>.json`` — the latency table measured on that device;
+* ``ckpt.safetensors.blocks.json`` — per-block latency tables, one per device (``latency="predicted"``).
 
 A registered model without a checkpoint is built with a fixed seed, so every process (e.g. each Ray
 actor) builds the same weights.
@@ -28,12 +29,21 @@ from ws_core.supernet import SuperNet
 from .backends import make_backend
 from .metrics import ServeMetrics
 from .policies import make_policy
-from .profile import Profile, ServedSet, latency_cache_path, pareto_served_set, profile_served
+from .profile import (
+    Profile,
+    ServedSet,
+    block_table_path,
+    latency_cache_path,
+    pareto_served_set,
+    predict_served_profile,
+    profile_served,
+)
 from .runtime import LocalWorker, Router, Worker
 from .server import ModelInfo, check_model_name, create_app
 from .subnetact import SubNetAct, load_subnet_norm, recalibrated_statistics, save_subnet_norm, subnet_norm_path
 
 __all__ = [
+    "LATENCY_SOURCES",
     "DeploySpec",
     "Deployment",
     "build_app",
@@ -45,6 +55,9 @@ __all__ = [
     "save_served_set",
     "served_set_path",
 ]
+
+#: where a deployment's latency profile comes from: every SubNet measured, or predicted from blocks
+LATENCY_SOURCES = ("measured", "predicted")
 
 
 def served_set_path(checkpoint: str | os.PathLike) -> Path:
@@ -167,6 +180,8 @@ def deploy(
     backend: str | None = None,
     progress: Callable[[str], None] | None = None,
     name: str | None = None,
+    latency: str = "measured",
+    latency_anchors: int = 3,
 ) -> Deployment:
     """Build a deployment. The served set comes from ``served`` (object or JSON file), else the
     checkpoint's ``.served.json``, else :func:`pareto_served_set` with ``subnets`` SubNets (and is then
@@ -176,9 +191,15 @@ def deploy(
     reporting each step to ``progress``. ``net``: the SuperNet already in memory (e.g. just trained;
     SubNetAct is inserted into it) instead of loading ``checkpoint``, whose side files are still read.
     ``name``: the name clients use for the model (:func:`~ws_serve.server.check_model_name`; default: the
-    SuperNet's architecture)."""
+    SuperNet's architecture). ``latency="predicted"``: instead of profiling every served SubNet, predict
+    the profile from per-block latencies and ``latency_anchors`` SubNets measured whole
+    (:func:`~ws_serve.profile.predict_served_profile`; the block table is cached next to the checkpoint)."""
     if max_batch < 1:
         raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+    if latency not in LATENCY_SOURCES:
+        raise ValueError(f"latency must be one of {list(LATENCY_SOURCES)}, got {latency!r}")
+    if latency_anchors < 0:
+        raise ValueError(f"latency_anchors must be >= 0, got {latency_anchors}")
     if name is not None:
         check_model_name(name)
     say = progress if progress is not None else (lambda _line: None)
@@ -210,10 +231,17 @@ def deploy(
             if progress is not None:
                 progress(f"preparing the {timing.name} backend for {len(served)} SubNets")
             timing.prepare(sample_shape, range(1, max_batch + 1))
-        cache = None if ckpt is None else latency_cache_path(ckpt, device, "eager" if timing is None else timing.name)
-        profile = profile_served(act.net, served, max_batch, cache=cache, device=device, warmup=profile_warmup,
-                                 repeats=profile_repeats, rounds=profile_rounds, progress=progress, backend=timing,
-                                 sample_shape=sample_shape)
+        if latency == "predicted":
+            profile = predict_served_profile(
+                act.net, served, max_batch, cache=None if ckpt is None else block_table_path(ckpt),
+                anchors=latency_anchors, device=device, warmup=profile_warmup, repeats=profile_repeats,
+                rounds=profile_rounds, progress=progress, backend=timing, sample_shape=sample_shape)
+        else:
+            cache = None if ckpt is None else latency_cache_path(ckpt, device,
+                                                                 "eager" if timing is None else timing.name)
+            profile = profile_served(act.net, served, max_batch, cache=cache, device=device,
+                                     warmup=profile_warmup, repeats=profile_repeats, rounds=profile_rounds,
+                                     progress=progress, backend=timing, sample_shape=sample_shape)
     if sorted(profile.subnet_ids) != sorted(served.ids):
         raise ValueError(f"the profile covers SubNets {sorted(profile.subnet_ids)}, the served set is "
                          f"{sorted(served.ids)}")

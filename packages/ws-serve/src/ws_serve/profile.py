@@ -14,6 +14,11 @@
   :func:`latency_inversions` lists the pairs where it does not; :func:`profile_served` re-measures
   the SubNets involved once, and if inversions remain, warns and records them in the profile
   (``monotone_in_macs: false``, ``inversions: [[id_a, id_b], ...]``).
+* :func:`predict_served_profile` — for served sets too large to profile SubNet by SubNet: each distinct
+  block timed once (ws-core's per-block latency table, cached next to the checkpoint:
+  :func:`block_table_path`), SubNet latency = the sum of its blocks × a per-batch factor fitted on a few
+  anchor SubNets measured whole; the profile's note says it is predicted and how well it predicted the
+  anchors (leave-one-out).
 * :func:`superserve_paper_profile` — a synthetic profile modelled on the numbers of the SuperServe
   paper, for simulating at the paper's scale on any machine.
 
@@ -29,6 +34,7 @@ import math
 import os
 import platform
 import re
+import statistics
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -40,6 +46,7 @@ import torch
 from ws_core.config import SubNetConfig
 from ws_core.cost import CostModel, LatencyTable, profile_latency
 from ws_core.io import atomic_write_json
+from ws_core.latency import BlockLatencyTable, device_key
 from ws_core.search import evolutionary_search, pareto_front
 from ws_core.supernet import SuperNet
 
@@ -48,9 +55,12 @@ __all__ = [
     "Profile",
     "ServedSet",
     "ServedSubNet",
+    "anchor_indices",
+    "block_table_path",
     "latency_cache_path",
     "latency_inversions",
     "pareto_served_set",
+    "predict_served_profile",
     "profile_served",
     "superserve_paper_profile",
 ]
@@ -379,6 +389,12 @@ def latency_cache_path(checkpoint: str | os.PathLike, device: torch.device | str
     return Path(f"{os.fspath(checkpoint)}.latency-{slug}{suffix}.json")
 
 
+def block_table_path(checkpoint: str | os.PathLike) -> Path:
+    """``<checkpoint>.blocks.json``: the per-block latency tables of a checkpoint's SubNets, one per device
+    inside the file (:class:`ws_core.latency.BlockLatencyTable`), used by :func:`predict_served_profile`."""
+    return Path(f"{os.fspath(checkpoint)}.blocks.json")
+
+
 def _table_covers(table: LatencyTable, ids: Iterable[str], batches: Iterable[int], device: torch.device,
                   rounds: int = 1, mode: str = "active") -> bool:
     have = {(e.subnet_id, e.batch_size): e.rounds for e in table.entries}
@@ -428,6 +444,30 @@ def _macs_check(table: LatencyTable, served: ServedSet, max_batch: int, rtol: fl
 Measure = Callable[[list[SubNetConfig], list[int]], LatencyTable]
 
 
+def _measure_with(net: SuperNet, device: torch.device, warmup: int, repeats: int, rounds: int,
+                  progress: Callable[[str], None] | None, backend: Any,
+                  sample_shape: Sequence[int] | None) -> tuple[Measure, str]:
+    """``measure(configs, batch_sizes)`` timing whole SubNets the way ``backend`` serves them (``None`` or the
+    eager backend: the SuperNet with SubNetAct, in place), and the table's mode."""
+    mode = "active" if backend is None or backend.name == "eager" else backend.name
+    forward = None
+    if mode != "active":
+        shape = tuple(int(v) for v in (sample_shape or (net.pretrained_cfg or {})["input_size"]))
+        inputs: dict[int, torch.Tensor] = {}
+
+        def forward(batch_size: int, cfg: SubNetConfig) -> None:
+            x = inputs.get(batch_size)
+            if x is None:
+                x = inputs[batch_size] = torch.randn(batch_size, *shape, device=device)
+            backend(x, cfg.id)
+
+    def measure(configs: list[SubNetConfig], batch_sizes: list[int]) -> LatencyTable:
+        return profile_latency(net, configs, batch_sizes=batch_sizes, device=device, warmup=warmup,
+                               repeats=repeats, mode=mode, rounds=rounds, progress=progress, forward=forward)
+
+    return measure, mode
+
+
 def profile_served(
     net: SuperNet,
     served: ServedSet,
@@ -473,21 +513,8 @@ def profile_served(
     device = torch.device(device) if device is not None else next(net.parameters()).device
     batches = list(range(1, max_batch + 1))
     say = progress if progress is not None else (lambda _msg: None)
-    mode = "active" if backend is None or backend.name == "eager" else backend.name
-    forward = None
-    if mode != "active":
-        shape = tuple(int(v) for v in (sample_shape or (net.pretrained_cfg or {})["input_size"]))
-        inputs: dict[int, torch.Tensor] = {}
-
-        def forward(batch_size: int, cfg: SubNetConfig) -> None:
-            x = inputs.get(batch_size)
-            if x is None:
-                x = inputs[batch_size] = torch.randn(batch_size, *shape, device=device)
-            backend(x, cfg.id)
-    if measure is None:
-        def measure(configs: list[SubNetConfig], batch_sizes: list[int]) -> LatencyTable:
-            return profile_latency(net, configs, batch_sizes=batch_sizes, device=device, warmup=warmup,
-                                   repeats=repeats, mode=mode, rounds=rounds, progress=progress, forward=forward)
+    default_measure, mode = _measure_with(net, device, warmup, repeats, rounds, progress, backend, sample_shape)
+    measure = measure or default_measure
     table = None
     if cache is not None and Path(cache).is_file():
         try:
@@ -520,6 +547,109 @@ def profile_served(
                       f"(a SubNet with fewer MACs is slower) for {len(inversions)} pair(s): {inversions}; "
                       f"the policies use the measured latencies as they are", RuntimeWarning, stacklevel=2)
     return profile.with_macs_check(None if inversions is None else not inversions, inversions or ())
+
+
+def anchor_indices(macs: Sequence[float], anchors: int) -> list[int]:
+    """Indices of ``anchors`` SubNets spread evenly over the MACs order (the cheapest and the largest first
+    among them), at most one per SubNet. Pure function."""
+    if anchors < 0:
+        raise ValueError(f"anchors must be >= 0, got {anchors}")
+    order = sorted(range(len(macs)), key=lambda i: (macs[i], i))
+    k = min(anchors, len(order))
+    if k == 0:
+        return []
+    if k == 1:
+        return [order[-1]]
+    return sorted({order[round(j * (len(order) - 1) / (k - 1))] for j in range(k)})
+
+
+def predict_served_profile(
+    net: SuperNet,
+    served: ServedSet,
+    max_batch: int = 16,
+    *,
+    table: BlockLatencyTable | None = None,
+    cache: str | os.PathLike | None = None,
+    anchors: int = 3,
+    device: torch.device | str | None = None,
+    warmup: int = 3,
+    repeats: int = 10,
+    rounds: int = 3,
+    progress: Callable[[str], None] | None = None,
+    measure: Measure | None = None,
+    backend: Any = None,
+    sample_shape: Sequence[int] | None = None,
+) -> Profile:
+    """The latency of every served SubNet **predicted** from per-block latencies, for served sets too large
+    to profile SubNet by SubNet (hundreds of SubNets × ``max_batch`` batch sizes).
+
+    1. Every distinct block of the served SubNets is timed once per batch size ``1..max_batch`` on
+       ``device`` (:class:`ws_core.latency.BlockLatencyTable`; blocks already in ``table`` or in the
+       table stored in ``cache`` for this device are not timed again, and the grown table is saved
+       there).
+    2. A SubNet's latency at batch ``b`` is the sum of its blocks' entries times a per-batch factor
+       ``scale[b]``: the median, over ``anchors`` SubNets spread over the MACs range (measured whole, the
+       way ``backend`` serves them, as :func:`profile_served` does), of measured ÷ summed latency. The
+       factor carries what lies between blocks and the serving backend's speed; the anchors themselves
+       keep their measured latencies.
+
+    The profile's ``note`` says it is predicted, and with two anchors or more gives the leave-one-out
+    error of the prediction on the anchors (each predicted with the factor of the others).
+    ``anchors=0`` uses the bare sums (which leave out the time between blocks: too low).
+    Arguments as :func:`profile_served`.
+    """
+    if max_batch < 1:
+        raise ValueError(f"predict_served_profile: max_batch must be >= 1, got {max_batch}")
+    if rounds < 1:
+        raise ValueError(f"predict_served_profile: rounds must be >= 1, got {rounds}")
+    device = torch.device(device) if device is not None else next(net.parameters()).device
+    batches = list(range(1, max_batch + 1))
+    say = progress if progress is not None else (lambda _msg: None)
+    key = device_key(device)
+    if table is None:
+        table = BlockLatencyTable.load(cache, key) if cache is not None and Path(cache).is_file() \
+            else BlockLatencyTable(key)
+    elif table.device != key:
+        raise ValueError(f"predict_served_profile: the block table is for {table.device}, the device is {key}")
+    say(f"latency prediction: timing the blocks of {len(served)} SubNets not yet in the table "
+        f"(batch 1..{max_batch}, {table.device})")
+    added = table.measure(net, served.configs, batches, device=device, warmup=warmup, repeats=repeats,
+                          rounds=rounds, progress=progress)
+    if cache is not None and added:
+        table.save(cache)
+    summed = [[table.predict(net, cfg, b) for b in batches] for cfg in served.configs]
+    picked = anchor_indices([s.macs for s in served], anchors)
+    measured: dict[int, list[float]] = {}
+    if picked:
+        default_measure, _ = _measure_with(net, device, warmup, repeats, rounds, progress, backend, sample_shape)
+        say(f"latency prediction: measuring {len(picked)} anchor SubNet(s) whole")
+        anchor_table = (measure or default_measure)([served.configs[i] for i in picked], batches)
+        by_key = {(e.subnet_id, e.batch_size): e.median_ms for e in anchor_table.entries}
+        measured = {i: [by_key[(served.ids[i], b)] for b in batches] for i in picked}
+
+    def scale(among: Iterable[int]) -> list[float]:
+        among = list(among)
+        if not among:
+            return [1.0] * len(batches)
+        return [statistics.median(measured[i][j] / summed[i][j] for i in among) for j in range(len(batches))]
+
+    factor = scale(picked)
+    rows = tuple(tuple(measured[i]) if i in measured else tuple(v * f for v, f in zip(summed[i], factor))
+                 for i in range(len(served)))
+    if len(picked) >= 2:
+        errors = [abs(summed[i][j] * scale(a for a in picked if a != i)[j] - measured[i][j]) / measured[i][j]
+                  for i in picked for j in range(len(batches))]
+        check = f"leave-one-out error on the anchors: mean {100 * statistics.fmean(errors):.1f} %, " \
+                f"max {100 * max(errors):.1f} %"
+    else:
+        check = "no leave-one-out check (fewer than 2 anchors)"
+    how = (f"{len(picked)} anchor SubNet(s) measured whole, scale at batch 1 {factor[0]:.2f}" if picked
+           else "no anchors: bare block sums, which leave out the time between blocks")
+    note = (f"predicted from per-block latencies (ws_core.latency.BlockLatencyTable, {len(table)} blocks) "
+            f"times a per-batch factor; {how}; {check}; accuracy: {served.accuracy_source}")
+    out = Profile(tuple(served.ids), tuple(s.accuracy for s in served), rows,
+                  f"{device} ({_device_name(device)}, {torch.get_num_threads()} threads)", note)
+    return out.monotone()
 
 
 def superserve_paper_profile(num_subnets: int = 24, max_batch: int = 16) -> Profile:
