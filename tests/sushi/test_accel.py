@@ -103,3 +103,39 @@ def test_bad_bits_and_profile():
         SushiAccel("zcu104", bits=64)
     with pytest.raises(ValueError, match="unknown hardware profile"):
         SushiAccel("no-such-board")
+
+
+def test_measured_compute_is_spread_over_layers_by_macs(toy_profile, make_layout):
+    """With ``compute_ms`` (e.g. a per-block latency table) a SubNet's compute is its measured latency,
+    split over its layers by MACs; the weight fetch is still modelled."""
+    seen = []
+
+    def compute_ms(config):
+        seen.append(config)
+        return 50.0
+
+    accel = SushiAccel(toy_profile, compute_ms=compute_ms)
+    lay = make_layout("s", a_out=5, b_in=3, a_macs=500, b_macs=6)
+    cost = accel.query_cost(lay)
+    assert seen == ["s"]
+    a, b = cost.layers
+    assert a.compute_s == pytest.approx(0.05 * 500 / 506) and b.compute_s == pytest.approx(0.05 * 6 / 506)
+    # layer a: compute 49.4 ms > fetch 25 ms; layer b: fetch 6 ms > compute 0.59 ms
+    assert cost.latency_s == pytest.approx(0.05 * 500 / 506 + 0.006)
+    serial = SushiAccel(toy_profile.replace(overlap_fetch=False), compute_ms=compute_ms)
+    assert serial.query_cost(lay).latency_s == pytest.approx(0.05 + 0.025 + 0.006)
+    assert "compute measured" in repr(accel)
+    # the vectorised costs agree, under any cached SubGraph
+    layouts = [make_layout("s0", 2, 1, 80, 2), lay]
+    costs = accel.candidates(layouts)
+    for cached in (None, SubGraph({"a.weight": [[0, 4], [0, 4]]})):
+        lat, _ = costs.evaluate(cached)
+        for i, layout in enumerate(layouts):
+            assert lat[i] == pytest.approx(accel.query_cost(layout, cached).latency_s)
+
+
+@pytest.mark.parametrize("bad", [-1.0, float("nan"), float("inf")])
+def test_measured_compute_must_be_a_latency(toy_profile, make_layout, bad):
+    accel = SushiAccel(toy_profile, compute_ms=lambda _cfg: bad)
+    with pytest.raises(ValueError, match=r"compute_ms returned .* expected a latency >= 0 in ms"):
+        accel.query_cost(make_layout("s", 5, 3, 500, 6))

@@ -126,3 +126,37 @@ def test_checkpoint_builds_its_supernet_and_refuses_another_model(tmp_path, caps
     assert main(["simulate", "--model", "ws_ofa_resnet50_025_32", "--checkpoint", ckpt]) == 2
     assert (f"{ckpt}: a checkpoint of 'ws_ofa_mbv3_035_32', not of --model 'ws_ofa_resnet50_025_32' "
             "(pass --model ws_ofa_mbv3_035_32)") in capsys.readouterr().err
+
+
+def test_simulate_with_measured_block_latencies(tmp_path, capsys):
+    """Compute from a per-block latency table: this CPU's table is filled here and saved; another device's
+    table must already hold every block."""
+    from ws_core.latency import device_key
+
+    path = tmp_path / "blocks.json"
+    acc = tmp_path / "acc.json"
+    net = timm.create_model("ws_ofa_mbv3_035_32", num_classes=10)
+    AccuracyTable([net.space.min(), net.space.max()], [0.61, 0.68], source="measured").save(acc)
+    (tmp_path / "trace.csv").write_text("arrival_s,slo_ms\n0.0,200\n0.5,200\n")
+    args = ["simulate", *SMALL, "--accuracy", str(acc), "--trace", str(tmp_path / "trace.csv"),
+            "--policies", "no-cache", "--block-latency-table", str(path)]
+    assert main(args) == 0
+    assert "compute: measured per-block latencies" in capsys.readouterr().out
+    tables = json.loads(path.read_text())
+    here = device_key("cpu")
+    assert list(tables) == [here] and len(tables[here]["entries"]) > 10
+    # the same table under another device's name: read, never timed (it holds every block already)
+    tables["fpga:zcu104"] = tables[here]
+    path.write_text(json.dumps(tables))
+    assert main([*args, "--block-latency-device", "fpga:zcu104"]) == 0
+    out = capsys.readouterr().out
+    assert f"(fpga:zcu104, {len(tables[here]['entries'])} blocks, 0 timed now)" in out
+    # a device the file lacks, or blocks it lacks, are errors naming what is missing
+    assert main([*args, "--block-latency-device", "mcu:m7"]) == 2
+    assert "has no block-latency table for device 'mcu:m7'" in capsys.readouterr().err
+    tables["fpga:zcu104"]["entries"] = {}
+    path.write_text(json.dumps(tables))
+    assert main([*args, "--block-latency-device", "fpga:zcu104"]) == 2
+    assert "were never measured at batch 1" in capsys.readouterr().err
+    assert main(["simulate", *SMALL, "--block-latency-device", "fpga:zcu104"]) == 2
+    assert "--block-latency-device needs --block-latency-table" in capsys.readouterr().err

@@ -13,7 +13,16 @@ hold::
     energy  = macs · e_mac + weight_bytes · e_onchip + fetch_bytes · e_offchip
 
 Activations are assumed to stay on chip and cost the same under every caching policy, so they are
-not modelled. Per-layer MACs are counted exactly as :class:`ws_core.cost.CostModel` counts them
+not modelled.
+
+**Measured compute** (``SushiAccel(profile, compute_ms=...)``): where the SubNets' compute has been
+measured on the device — typically ws-core's per-block latency table
+(``BlockLatencyTable(...).as_cost(net)``, or ``lambda cfg: table.predict(net, cfg)`` for a table
+measured elsewhere), which gives the latency of SubNets never run whole — a SubNet's ``compute`` is
+that latency (batch 1), spread over its layers in proportion to their MACs; the weight fetch stays
+modelled from the profile. The layer equations are then the same with this ``compute``.
+
+Per-layer MACs are counted exactly as :class:`ws_core.cost.CostModel` counts them
 (``numel(active weight) × output positions``, output positions traced once per resolution);
 :func:`layer_macs` sums to ``CostModel(net).macs(cfg)``.
 
@@ -28,7 +37,7 @@ Example::
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -198,14 +207,32 @@ class SushiAccel:
     Args:
         profile: a :class:`HardwareProfile`, a built-in profile name or a profile JSON path.
         bits: weight bit-width (default: the profile's ``weight_bits``).
+        compute_ms: ``compute_ms(config) -> ms``, the measured compute latency of a SubNet at batch 1 on
+            the device (see the module doc); ``None``: the profile's MAC-array equation.
     """
 
-    def __init__(self, profile: HardwareProfile | str, bits: int | None = None) -> None:
+    def __init__(self, profile: HardwareProfile | str, bits: int | None = None, *,
+                 compute_ms: Callable[[Any], float] | None = None) -> None:
         self.profile = load_profile(profile)
         self.bits = check_bits(self.profile.weight_bits if bits is None else bits)
+        self.compute_ms = compute_ms
 
     def __repr__(self) -> str:
-        return f"SushiAccel({self.profile.name!r}, bits={self.bits})"
+        measured = "" if self.compute_ms is None else ", compute measured"
+        return f"SushiAccel({self.profile.name!r}, bits={self.bits}{measured})"
+
+    def layer_compute_seconds(self, layout: SubNetLayout) -> list[float]:
+        """Compute time of each layer of ``layout``: the MAC-array equation, or with ``compute_ms`` the
+        SubNet's measured latency spread over its layers in proportion to their MACs."""
+        if self.compute_ms is None:
+            return [self.compute_seconds(m) for m in layout.macs]
+        total_ms = float(self.compute_ms(layout.config))
+        if not math.isfinite(total_ms) or total_ms < 0:
+            raise ValueError(f"compute_ms returned {total_ms!r} for SubNet {getattr(layout.config, 'id', '?')}; "
+                             f"expected a latency >= 0 in ms")
+        macs = layout.total_macs
+        n = len(layout.macs)
+        return [total_ms * 1e-3 * (m / macs if macs else 1 / n) for m in layout.macs]
 
     # Pure per-layer equations -------------------------------------------------------------------
     def compute_seconds(self, macs: int) -> float:
@@ -220,9 +247,11 @@ class SushiAccel:
         """Time to fetch ``nbytes`` from off-chip memory."""
         return nbytes / self.profile.offchip_bandwidth_bytes_per_s
 
-    def layer_latency(self, macs: int, fetch_bytes: int) -> float:
-        """Latency of one layer: ``max`` (overlapped) or sum of compute and uncached-weight fetch."""
-        c, f = self.compute_seconds(macs), self.fetch_seconds(fetch_bytes)
+    def layer_latency(self, macs: int, fetch_bytes: int, compute_s: float | None = None) -> float:
+        """Latency of one layer: ``max`` (overlapped) or sum of compute and uncached-weight fetch
+        (``compute_s``: a measured compute time instead of the equation's for ``macs``)."""
+        c = self.compute_seconds(macs) if compute_s is None else compute_s
+        f = self.fetch_seconds(fetch_bytes)
         return max(c, f) if self.profile.overlap_fetch else c + f
 
     def energy(self, macs: int, weight_bytes: int, fetch_bytes: int) -> tuple[float, float, float]:
@@ -240,10 +269,11 @@ class SushiAccel:
             for key, nbytes in layout.subgraph.intersect(cached).tensor_bytes(self.bits).items():
                 held[layout.tensor_layer[key]] += nbytes
         layers = []
-        for name, macs, w, h in zip(layout.layers, layout.macs, weight, held):
+        compute = self.layer_compute_seconds(layout)
+        for name, macs, w, h, c in zip(layout.layers, layout.macs, weight, held, compute):
             fetch = w - h
-            layers.append(LayerCost(name, macs, w, fetch, self.compute_seconds(macs), self.fetch_seconds(fetch),
-                                    self.layer_latency(macs, fetch)))
+            layers.append(LayerCost(name, macs, w, fetch, c, self.fetch_seconds(fetch),
+                                    self.layer_latency(macs, fetch, c)))
         macs, wb, fb = layout.total_macs, sum(weight), sum(weight) - sum(held)
         compute_e, onchip_e, offchip_e = self.energy(macs, wb, fb)
         return QueryCost(sum(lc.latency_s for lc in layers), macs, wb, fb, compute_e, onchip_e, offchip_e,
@@ -302,8 +332,14 @@ class CandidateCosts:
         self.weight_bytes = self._tensor_bytes.sum(1)                       # [N]
         self._layer_weight = self._tensor_bytes.astype(np.float64) @ self._onehot  # [N, L]
         p = accel.profile
-        cycles = np.ceil(self.macs / (p.macs_per_cycle * p.mac_utilization)) + p.layer_overhead_cycles
-        self._compute_s = np.where(self.macs > 0, cycles / p.clock_hz, 0.0)  # [N, L]
+        if accel.compute_ms is None:
+            cycles = np.ceil(self.macs / (p.macs_per_cycle * p.mac_utilization)) + p.layer_overhead_cycles
+            self._compute_s = np.where(self.macs > 0, cycles / p.clock_hz, 0.0)  # [N, L]
+        else:
+            self._compute_s = np.zeros((n, nl), dtype=np.float64)
+            for i, lay in enumerate(self.layouts):
+                for name, c in zip(lay.layers, accel.layer_compute_seconds(lay)):
+                    self._compute_s[i, layer_names[name]] = c
         self.total_macs = self.macs.sum(1)
         self._memo: dict[SubGraph, tuple[np.ndarray, np.ndarray]] = {}
         self._memo_size = memo_size

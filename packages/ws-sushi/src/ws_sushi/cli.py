@@ -71,6 +71,48 @@ def _parse_subnet(net: Any, text: str) -> Any:
 
 
 # simulate ---------------------------------------------------------------------------------------
+def _block_compute(net: Any, path: str | None, device: str | None):
+    """``(compute_ms, save)`` from a ws-core per-block latency table file, or ``(None, no-op)``.
+
+    The table of this machine's CPU grows: blocks it lacks are timed here and ``save()`` writes it back.
+    Another device's table must hold every block the candidates use (it cannot be timed here)."""
+    if path is None:
+        if device is not None:
+            raise ValueError("--block-latency-device needs --block-latency-table")
+        return None, lambda: None
+    from ws_core.latency import BlockLatencyTable, device_key
+
+    here = device_key("cpu")
+    device = device or here
+    if Path(path).is_file():
+        tables = json.loads(Path(path).read_text())
+        if device != here and device not in tables:
+            raise ValueError(f"{path} has no block-latency table for device {device!r}; it has {sorted(tables)}")
+        table = BlockLatencyTable.load(path, device)
+    elif device != here:
+        raise ValueError(f"--block-latency-table {path} does not exist; only this machine's CPU ({here!r}) can "
+                         f"be measured here")
+    else:
+        table = BlockLatencyTable(here)
+    size = len(table)
+    if device == here:
+        compute_ms = table.as_cost(net, 1, device="cpu")
+    else:
+        def compute_ms(cfg: Any) -> float:
+            try:
+                return table.predict(net, cfg, 1)
+            except KeyError as e:
+                raise ValueError(f"{path} ({device}): {e.args[0]}; measure them on that device") from None
+
+    def save() -> None:
+        if len(table) != size:
+            table.save(path)
+        print(f"compute: measured per-block latencies, {path} ({device}, {len(table)} blocks, "
+              f"{len(table) - size} timed now); weight fetch: modelled from the hardware profile")
+
+    return compute_ms, save
+
+
 def _simulate(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -89,7 +131,9 @@ def _simulate(args: argparse.Namespace) -> int:
         table = AccuracyTable.log_macs_proxy(net, uniform_subnets(net.space), low, high)
         print(f"note: no --accuracy table given; using {len(table)} uniform SubNets with a log-MACs proxy accuracy "
               f"in [{low}, {high}] (served accuracy is in proxy units)")
-    system = build_system(net, table, profile, bits=args.bits, cache_bytes=args.cache_bytes)
+    compute_ms, save_blocks = _block_compute(net, args.block_latency_table, args.block_latency_device)
+    system = build_system(net, table, profile, bits=args.bits, cache_bytes=args.cache_bytes, compute_ms=compute_ms)
+    save_blocks()
     lat0 = system.costs.latency(None) * 1e3
     if args.trace:
         stream = read_trace(args.trace)
@@ -231,6 +275,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--bits", type=int, default=None, help="weight bit-width (default: the profile's)")
     s.add_argument("--cache-bytes", type=int, default=None, help="on-chip bytes for the cached SubGraph "
                    "(default: the profile's weight buffer)")
+    s.add_argument("--block-latency-table", default=None, metavar="PATH",
+                   help="compute latency of each SubNet from a ws-core per-block latency table (JSON, one table "
+                        "per device) instead of the profile's MAC-array equation; weight fetch stays modelled")
+    s.add_argument("--block-latency-device", default=None, metavar="KEY",
+                   help="the device's table in that file (default: this machine's CPU, whose missing blocks "
+                        "are timed here and added to the file)")
     s.add_argument("--accuracy", default=None, help="accuracy table JSON (its SubNets are the candidates)")
     s.add_argument("--proxy-accuracy", type=float, nargs=2, default=(0.70, 0.77), metavar=("LOW", "HIGH"),
                    help="without --accuracy: uniform SubNets with accuracy log-linear in MACs in [LOW, HIGH]")

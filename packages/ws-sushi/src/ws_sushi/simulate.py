@@ -23,7 +23,7 @@ Example::
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,16 +70,19 @@ def build_system(
     bits: int | None = None,
     cache_bytes: int | None = None,
     input_size: Sequence[int] | int | None = None,
+    compute_ms: Callable[[Any], float] | None = None,
 ) -> SushiSystem:
     """Candidate SubNets (the table's), their layouts and vectorised costs on ``profile``.
 
     Args:
         cache_bytes: on-chip bytes for the cached SubGraph (default: the profile's weight buffer).
+        compute_ms: measured compute latency per SubNet (ms, batch 1) instead of the profile's MAC-array
+            equation (:class:`~ws_sushi.accel.SushiAccel`), e.g. from ws-core's per-block latency table.
 
     Raises:
         ValueError: a candidate outside the SuperNet, or a cache larger than the whole SuperNet.
     """
-    accel = SushiAccel(profile, bits)
+    accel = SushiAccel(profile, bits, compute_ms=compute_ms)
     table = table.bind(net)
     supernet_bytes = supernet_subgraph(net).nbytes(accel.bits)
     capacity = accel.profile.weight_buffer_bytes if cache_bytes is None else cache_bytes
