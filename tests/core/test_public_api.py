@@ -36,8 +36,9 @@ def test_module_apis():
     assert set(ws_core.checkpoint.__all__) == {"CheckpointError", "atomic_save_safetensors", "create_from_checkpoint",
                                                 "load_checkpoint", "read_checkpoint_metadata", "read_safetensors",
                                                 "save_checkpoint"}
-    assert set(ws_core.ofa.__all__) == {"OFA_NETS", "OFA_TAG", "OFACheckpointError", "OFANet", "checkpoint_filter_fn",
+    assert set(ws_core.ofa.__all__) == {"OFA_NETS", "OFA_SPECIALIZED", "OFA_TAG", "OFACheckpointError", "OFANet",
+                                        "OFASpecialized", "arch_from_net_config", "checkpoint_filter_fn",
                                         "from_ofa_arch", "is_ofa_state_dict", "ofa_key_map", "ofa_model_kwargs",
-                                        "ofa_pretrained_cfg", "to_ofa_arch"}
+                                        "ofa_pretrained_cfg", "ofa_specialized", "to_ofa_arch"}
     assert {"ElasticConv2d", "ElasticDepthwiseConv2d", "ElasticBatchNorm2d", "ElasticLinear",
             "ElasticSqueezeExcite", "ElasticStage", "sort_channels"} <= set(ws_core.elastic.__all__)
