@@ -368,7 +368,8 @@ def train_supernet(cfg: PipelineConfig, datamodule, run_dir: Path,
 
 # 2. Search -------------------------------------------------------------------------------------------------
 @torch.no_grad()
-def _accuracy(net, loader, device: torch.device, num_classes: int) -> float:
+def top1_accuracy(net, loader, device: torch.device, num_classes: int) -> float:
+    """Top-1 accuracy of ``net`` (its active SubNet) over the ``(inputs, targets, ...)`` batches of ``loader``."""
     from torchmetrics.classification import MulticlassAccuracy
 
     metric = MulticlassAccuracy(num_classes=num_classes, average="micro").to(device)
@@ -435,8 +436,8 @@ def evaluate_subnets(net, datamodule, candidates: int = 30, bn_batches: int = 4,
     def score(cfg) -> float:
         stats = recalibrate_bn(net, calibration, cfg, num_batches=bn_batches)
         with net.subnet(cfg):
-            val = _accuracy(net, validation, device, datamodule.num_classes)
-            test = val if held_out is validation else _accuracy(net, held_out, device, datamodule.num_classes)
+            val = top1_accuracy(net, validation, device, datamodule.num_classes)
+            test = val if held_out is validation else top1_accuracy(net, held_out, device, datamodule.num_classes)
         measured[cfg] = (test, stats)
         return val
 

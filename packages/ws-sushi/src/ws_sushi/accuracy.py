@@ -34,7 +34,7 @@ import itertools
 import json
 import math
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from ws_core import CostModel, SearchSpace, SubNetConfig
@@ -138,6 +138,44 @@ class AccuracyTable(Mapping):
     def from_pairs(cls, configs: Sequence[Mapping[str, Any]], accuracies: Sequence[float],
                    metric: str = "top1", source: str = "measured") -> AccuracyTable:
         return cls(configs, accuracies, metric, source)
+
+    @classmethod
+    def measure(
+        cls,
+        configs: Sequence[Mapping[str, Any]],
+        evaluate: Callable[[SubNetConfig], float],
+        metric: str = "top1",
+        on_measured: Callable[[SubNetConfig, float, int], None] | None = None,
+    ) -> AccuracyTable:
+        """Measured accuracies: ``evaluate(config)`` for each of ``configs``, in order (``source="measured"``).
+
+        ``evaluate`` does the measuring, e.g. on a trained SuperNet ``net``: :func:`ws_core.bn.recalibrate_bn`
+        on a few training batches, then the top-1 accuracy of the SubNet on held-out images.
+        ``on_measured(config, accuracy, index)`` is called after each one (progress reports).
+
+        Raises:
+            ValueError: ``evaluate`` returned something that is not a finite number in [0, 1] (naming
+                the SubNet and the value).
+
+        Example::
+
+            >>> table = AccuracyTable.measure(uniform_subnets(net.space), evaluate)   # doctest: +SKIP
+        """
+        configs = [c if isinstance(c, SubNetConfig) else SubNetConfig(c) for c in configs]
+        accuracies = []
+        for i, cfg in enumerate(configs):
+            value = evaluate(cfg)
+            try:
+                acc = float(value)
+            except (TypeError, ValueError):
+                acc = math.nan
+            if not (math.isfinite(acc) and 0.0 <= acc <= 1.0):
+                raise ValueError(f"AccuracyTable.measure: evaluate({cfg.id}) returned {value!r}; "
+                                 f"expected an accuracy in [0, 1]")
+            accuracies.append(acc)
+            if on_measured is not None:
+                on_measured(cfg, acc, i)
+        return cls(configs, accuracies, metric, "measured")
 
     @classmethod
     def from_predictor(
