@@ -21,15 +21,26 @@ cosine`` anneals it over the rounds, the server sending each round's value). The
 ``--momentum`` and ``--bn-mode`` are ws-fed's (``FedConfig``: SuperFedNAS's plain SGD, lr 0.1, no
 momentum); runs recorded in docs/benchmarks.md before 2026-12 used ``--lr 0.05 --momentum 0.9``.
 
+The logic lives in ``ws_fed.comparison`` (training, the saved-SuperNet reuse, the cost accounting
+of a run, the goal and the pooling over seeds, with mean ± standard error from ``ws_core.stats``);
+this script parses options and prints tables.
+
+Data: ``--dataset digits`` (default; scikit-learn's 8×8 digits, bundled) or ``--dataset fashion-mnist``
+(prepared under ``--data-root``, ``make data``): ``--train-size N`` draws a seeded stratified subset of
+its training file (10 % of it held out for validation), its test file is the test split, and
+``--image-size`` resizes the images (e.g. 14 for 14×14).
+
 Costs are measured, not estimated: client compute = Σ over accepted replies of 3 × forward MACs of the
 trained SubNet × samples processed (``ws_core.cost.CostModel``), and communication = bytes of the
-serialized arrays sent to and received from clients. Accuracy is on the held-out digits test split,
+serialized arrays sent to and received from clients. Accuracy is on the held-out test split,
 each SubNet's BN statistics re-estimated on the validation split (the same procedure for both methods).
 
     python benchmarks/fed_superfednas_vs_fedavg.py            # defaults: 10 clients, Dirichlet α = 1
     python benchmarks/fed_superfednas_vs_fedavg.py --rounds 3 --targets 0.3,0.8   # smoke run
     python benchmarks/fed_superfednas_vs_fedavg.py --clients 20 --rounds 300 --local-epochs 1 --jobs 2
     python benchmarks/fed_superfednas_vs_fedavg.py --clients 20 --rounds 300 --local-epochs 1 --seeds 0,1,2
+    python benchmarks/fed_superfednas_vs_fedavg.py --dataset fashion-mnist --data-root data --train-size 3000 \
+        --image-size 14 --targets 0.05,0.15,0.25,0.4,0.5,0.65,0.8,0.95 --seeds 0,1,2 --jobs 2   # K = 8
 
 One run compares two accuracies on one test split (360 digits; one image is 0.28 points, the standard
 error of a gap near 98 % about 1 point). ``--seeds 0,1,2`` repeats everything per seed (data split,
@@ -54,18 +65,24 @@ from concurrent.futures import ProcessPoolExecutor
 
 import torch
 
-from ws_core.checkpoint import CheckpointError, load_checkpoint, read_checkpoint_metadata, save_checkpoint
 from ws_core.cost import CostModel
-from ws_fed import DeploymentTarget, FedConfig, InProcessGrid, run_federated
-from ws_fed.accounting import BaselineCost, baseline_cost, pool_baseline_costs
-from ws_fed.client_app import app as client_app
+from ws_fed import DeploymentTarget, FedConfig
+from ws_fed.accounting import baseline_cost
+from ws_fed.comparison import fedavg_run, goal_met, parse_seeds, seeded_path, summarise, superfednas
 from ws_fed.federated import evaluators, write_json
 from ws_fed.specialise import CRITERIA, specialise
-from ws_fed.task import BN_MODES, build_supernet, load_digits
+from ws_fed.task import BN_MODES, DATASETS, build_supernet, load_data
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--dataset", choices=DATASETS, default=FedConfig.dataset,
+                   help="digits: scikit-learn's 8x8 digits (bundled); fashion-mnist: prepared under --data-root")
+    p.add_argument("--data-root", default=FedConfig.data_root, help="folder holding FashionMNIST/raw (make data)")
+    p.add_argument("--train-size", type=int, default=FedConfig.train_size,
+                   help="fashion-mnist: stratified subset of the training file (train + 10%% validation); 0 = all")
+    p.add_argument("--image-size", type=int, default=FedConfig.image_size,
+                   help="side of the (resized) square images the SuperNet sees")
     p.add_argument("--clients", type=int, default=10, help="virtual clients (partitions)")
     p.add_argument("--fraction", type=float, default=0.4, help="share of clients per round (SuperFedNAS: 0.4)")
     p.add_argument("--rounds", type=int, default=30, help="rounds, for SuperFedNAS and for each FedAvg run")
@@ -104,11 +121,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="skip SuperFedNAS training: load a SuperNet written by --save-supernet with the same settings")
     args = p.parse_args(argv)
     try:
-        args.seed_list = [int(x) for x in args.seeds.split(",")] if args.seeds else [args.seed]
-    except ValueError:
-        p.error(f"--seeds must be comma-separated integers, got {args.seeds!r}")
-    if len(set(args.seed_list)) != len(args.seed_list):
-        p.error(f"--seeds must not repeat a seed, got {args.seeds!r}")
+        args.seed_list = parse_seeds(args.seeds) if args.seeds else [args.seed]
+    except ValueError as e:
+        p.error(f"--{e}")
+    try:
+        run_config(args)  # FedConfig checks every setting (allowed values and the value given)
+    except ValueError as e:
+        p.error(str(e))
     for name in ("save_supernet", "load_supernet"):
         path = getattr(args, name)
         if path and len(args.seed_list) > 1 and "{seed}" not in path:
@@ -121,14 +140,14 @@ def for_seed(args: argparse.Namespace, seed: int) -> argparse.Namespace:
     one = argparse.Namespace(**vars(args))
     one.seed = seed
     for name in ("save_supernet", "load_supernet"):
-        if getattr(one, name):
-            setattr(one, name, getattr(one, name).replace("{seed}", str(seed)))
+        setattr(one, name, seeded_path(getattr(one, name), seed))
     return one
 
 
 def run_config(args: argparse.Namespace) -> FedConfig:
     return FedConfig(
         num_server_rounds=args.rounds, fraction_train=args.fraction, min_train_nodes=2, min_available_nodes=2,
+        image_size=args.image_size, dataset=args.dataset, data_root=args.data_root, train_size=args.train_size,
         local_epochs=args.local_epochs, batch_size=args.batch_size, lr=args.lr, lr_schedule=args.lr_schedule,
         lr_final=args.lr_final, momentum=args.momentum, bn_mode=args.bn_mode, partitioner="dirichlet",
         dirichlet_alpha=args.alpha, beta_initial=args.beta_initial, seed=args.seed,
@@ -137,77 +156,18 @@ def run_config(args: argparse.Namespace) -> FedConfig:
     )
 
 
-def train(cfg: FedConfig, num_clients: int, subnet=None):
-    t0 = time.perf_counter()
-    with InProcessGrid(client_app, num_nodes=num_clients, run_config=cfg.to_run_config()) as grid:
-        run = run_federated(grid, cfg, net=build_supernet(cfg.model, cfg.image_size, seed=cfg.seed), subnet=subnet)
-    return run, time.perf_counter() - t0
-
-
-def fedavg_run(cfg: FedConfig, num_clients: int, name: str, subnet) -> dict:
-    """Train one target's SubNet with FedAvg and measure it (runs in a worker process with ``--jobs``)."""
-    run, seconds = train(cfg, num_clients, subnet=subnet)
-    _, test_acc = evaluators(run.net, load_digits(cfg.image_size, seed=cfg.seed), cfg)
-    return {"target": name, "accuracy": test_acc(subnet), "seconds": seconds, **run.strategy.total_cost()}
-
-
-def training_settings(cfg: FedConfig, num_clients: int) -> dict:
-    """What determines a SuperFedNAS training (search settings excluded): a saved SuperNet is reused only if equal."""
-    settings = cfg.to_run_config()
-    for key in ("search-population", "search-generations", "search-criterion", "search-share-candidates",
-                "target-macs", "output-dir"):
-        settings.pop(key, None)
-    return {"clients": num_clients, **settings}
-
-
-def superfednas(cfg: FedConfig, args: argparse.Namespace):
-    """The trained SuperNet, its client training cost and wall time: trained here, or loaded with --load-supernet."""
-    settings = training_settings(cfg, args.clients)
-    if args.load_supernet:
-        extra = read_checkpoint_metadata(args.load_supernet)["extra"]
-        if extra.get("settings") != settings:
-            raise CheckpointError(f"{args.load_supernet}: trained with other settings\n"
-                                  f"  checkpoint: {extra.get('settings')}\n  this run:   {settings}")
-        net = build_supernet(cfg.model, cfg.image_size, seed=cfg.seed)
-        load_checkpoint(net, args.load_supernet)
-        return net, extra["cost"], extra["seconds"]
-    sfn, seconds = train(cfg, args.clients)
-    cost = sfn.strategy.total_cost()
-    if args.save_supernet:
-        save_checkpoint(sfn.net, args.save_supernet, extra={"model": cfg.model, "image_size": cfg.image_size,
-                                                            "seed": cfg.seed, "settings": settings, "cost": cost,
-                                                            "seconds": seconds})
-    return sfn.net, cost, seconds
-
-
-def run_cost(run: dict) -> BaselineCost:
-    """The cost accounting of one run's JSON payload; payloads written before ``fedavg_distinct`` existed
-    carry the distinct-SubNet totals only as ratios, which are turned back into totals."""
-    if "fedavg_distinct" in run:
-        return baseline_cost(run["superfednas"], run["target_subnets"],
-                             {i: f for i, f in enumerate(run["fedavg_distinct"])})
-    sfn = {k: float(run["superfednas"][k]) for k in ("client_macs", "bytes")}
-    per_target = {k: float(sum(f[k] for f in run["fedavg"])) for k in sfn}
-    distinct = {k: run["ratios"][f"{k}_distinct"] * sfn[k] for k in sfn}
-    return BaselineCost(sfn, per_target, distinct, len(run["fedavg"]), len(run["fedavg"]))
-
-
-def goal_met(ratios: list[float], deltas: list[float]) -> bool:
-    """The benchmark's goal: every cost ratio >= 3 and every target within 1 point of FedAvg."""
-    return min(ratios) >= 3 and min(deltas) >= -1.0
-
-
 def run_one(args: argparse.Namespace) -> dict:
     """One repetition (``args.seed``): train, specialise, train FedAvg per target; print its tables."""
     cfg = run_config(args)
-    data = load_digits(cfg.image_size, seed=cfg.seed)
+    data = load_data(cfg)
     probe = build_supernet(cfg.model, cfg.image_size, seed=cfg.seed)
     costs = CostModel(probe)
     lo, hi = costs.macs(probe.space.min()), costs.macs(probe.space.max())
     fractions = [float(f) for f in args.targets.split(",")]
     targets = [DeploymentTarget(f"T{i + 1}", max_macs=lo + f * (hi - lo)) for i, f in enumerate(fractions)]
     per_round = max(int(args.clients * args.fraction), cfg.min_train_nodes)
-    print(f"# SuperFedNAS vs FedAvg-per-target: {cfg.model} on digits {cfg.image_size}x{cfg.image_size}, "
+    print(f"# SuperFedNAS vs FedAvg-per-target: {cfg.model} on {cfg.dataset} {cfg.image_size}x{cfg.image_size} "
+          f"({len(data.train)} train / {len(data.val)} val / {len(data.test)} test images), "
           f"{args.clients} clients (Dirichlet alpha={args.alpha:g}), {per_round} per round, {args.rounds} rounds, "
           f"{args.local_epochs} local epoch(s), lr {args.lr:g} ({args.lr_schedule}), "
           f"beta {args.beta_initial:g} -> 1/{per_round}, K={len(targets)} targets, "
@@ -217,7 +177,7 @@ def run_one(args: argparse.Namespace) -> dict:
           f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()}", flush=True)
 
     # 1. SuperFedNAS: one training, then one-shot specialisation -----------------------------------
-    net, sfn_cost, sfn_time = superfednas(cfg, args)
+    net, sfn_cost, sfn_time = superfednas(cfg, args.clients, save=args.save_supernet, load=args.load_supernet)
     print(f"SuperFedNAS trained in {sfn_time:.0f} s: {sfn_cost}", flush=True)
     t0 = time.perf_counter()
     val_acc, test_acc = evaluators(net, data, cfg)
@@ -300,68 +260,20 @@ def run_one(args: argparse.Namespace) -> dict:
     }
 
 
-def summarise(runs: list[dict]) -> dict:
-    """Pool repetitions of the benchmark (their JSON payloads): per target the mean accuracy gap over
-    the runs, and the cost ratios of the summed costs.
-
-    A single run compares two accuracies on one test split (360 digits: one image is 0.28 points, the
-    standard error of a gap near 98 % about 1 point); the mean over independent repetitions is the
-    estimate the goal's "within 1 point" can be read on. Each run's own verdict is kept beside it.
-    """
-    if not runs:
-        raise ValueError("summarise: no runs")
-
-    def targets_of(run: dict) -> list[tuple[str, str]]:
-        return [(s["target"], s["budget"]) for s in run["specialisation"]]
-
-    for run in runs[1:]:
-        if targets_of(run) != targets_of(runs[0]):
-            raise ValueError(f"summarise: runs have different targets: {targets_of(runs[0])} vs {targets_of(run)}")
-    names = [name for name, _ in targets_of(runs[0])]
-    budgets = [budget for _, budget in targets_of(runs[0])]
-    seeds = [run["args"]["seed"] for run in runs]
-    if len(set(seeds)) != len(seeds):
-        raise ValueError(f"summarise: a seed appears twice: {seeds}")
-    targets = []
-    for i, name in enumerate(names):
-        deltas = [run["deltas_points"][i] for run in runs]
-        mean = sum(deltas) / len(deltas)
-        sd = (sum((d - mean) ** 2 for d in deltas) / (len(deltas) - 1)) ** 0.5 if len(deltas) > 1 else float("nan")
-        targets.append({
-            "target": name, "budget": budgets[i], "deltas_points": deltas, "mean_delta_points": mean,
-            "sem_delta_points": sd / len(deltas) ** 0.5,
-            "mean_subnet_macs": sum(run["specialisation"][i]["macs"] for run in runs) / len(runs),
-            "mean_superfednas_accuracy": sum(run["specialisation"][i]["test_accuracy"] for run in runs) / len(runs),
-            "mean_fedavg_accuracy": sum(run["fedavg"][i]["accuracy"] for run in runs) / len(runs),
-        })
-    ratios = pool_baseline_costs([run_cost(run) for run in runs]).ratios()
-    per_run = [goal_met([run["ratios"]["client_macs"], run["ratios"]["bytes"]], run["deltas_points"]) for run in runs]
-    per_run_distinct = [goal_met([run["ratios"]["client_macs_distinct"], run["ratios"]["bytes_distinct"]],
-                                 run["deltas_points"]) for run in runs]
-    mean_deltas = [t["mean_delta_points"] for t in targets]
-    return {
-        "seeds": seeds, "targets": targets, "ratios": ratios, "runs_meeting_goal": sum(per_run),
-        "goal_met_per_run": per_run, "runs_meeting_goal_distinct": sum(per_run_distinct),
-        "goal_met_per_run_distinct": per_run_distinct,
-        "goal_met_on_means": goal_met([ratios["client_macs"], ratios["bytes"]], mean_deltas),
-        "goal_met_on_means_distinct": goal_met([ratios["client_macs_distinct"], ratios["bytes_distinct"]],
-                                               mean_deltas),
-    }
-
-
 def print_summary(summary: dict) -> None:
     n = len(summary["seeds"])
     print()
     print(f"## Mean over {n} runs (seeds {', '.join(map(str, summary['seeds']))})")
     print()
     print("| target | MAC budget | mean SubNet MMACs | SuperFedNAS acc % | FedAvg acc % | Δ per run (points) | "
-          "mean Δ ± s.e. |")
-    print("|---|---|---:|---:|---:|---|---:|")
+          "mean Δ ± s.e. | 95 % t interval excludes 0 |")
+    print("|---|---|---:|---:|---:|---|---:|---|")
     for t in summary["targets"]:
         print(f"| {t['target']} | {t['budget']} | {t['mean_subnet_macs'] / 1e6:.3f} | "
               f"{100 * t['mean_superfednas_accuracy']:.2f} | {100 * t['mean_fedavg_accuracy']:.2f} | "
               f"{' / '.join(f'{d:+.2f}' for d in t['deltas_points'])} | "
-              f"{t['mean_delta_points']:+.2f} ± {t['sem_delta_points']:.2f} |")
+              f"{t['mean_delta_points']:+.2f} ± {t['sem_delta_points']:.2f} | "
+              f"{'yes' if t.get('gap_separated') else 'no'} |")
     r = summary["ratios"]
     worst = min(t["mean_delta_points"] for t in summary["targets"])
     print()

@@ -37,7 +37,11 @@ def _specialise(args: argparse.Namespace) -> int:
     cfg = FedConfig(model=extra.get("model", FedConfig.model), image_size=int(extra.get("image_size", 8)),
                     seed=seed, search_population=args.population, search_generations=args.generations,
                     search_criterion=args.criterion, search_share_candidates=not args.independent_searches,
-                    bn_batches=args.bn_batches, bn_mode=extra.get("bn_mode", "federated"))
+                    bn_batches=args.bn_batches, bn_mode=extra.get("bn_mode", "federated"),
+                    # the data set the SuperNet was trained on (checkpoints without it: the digits)
+                    dataset=extra.get("dataset", "digits"),
+                    data_root=args.data_root or extra.get("data_root", FedConfig.data_root),
+                    train_size=int(extra.get("train_size", 0)))
     net = create_from_checkpoint(args.checkpoint, in_chans=1, resolutions=(cfg.image_size,))
     targets = [DeploymentTarget(f"macs<={m / 1e6:g}M", max_macs=m) for m in args.macs or []]
     targets += [DeploymentTarget(f"latency<={ms:g}ms", max_latency_ms=ms) for ms in args.latency_ms or []]
@@ -90,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--independent-searches", action="store_true",
                     help="each target keeps its own search's winner (default: every SubNet scored for one "
                          "target competes for every target it fits)")
+    sp.add_argument("--data-root", default=None,
+                    help="folder of the data set the SuperNet was trained on (default: the one in the checkpoint)")
     sp.add_argument("--bn-batches", type=int, default=4,
                     help="BN recalibration batches (none for a SuperNet trained with bn-mode \"frozen\")")
     sp.add_argument("--seed", type=int, default=None,

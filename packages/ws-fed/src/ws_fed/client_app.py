@@ -26,7 +26,7 @@ from .config import FedConfig
 from .task import (
     client_dataset,
     evaluate_subnet,
-    load_digits,
+    load_data,
     load_subnet_arrays,
     make_loader,
     scratch_supernet,
@@ -74,7 +74,7 @@ def _received(msg: Message, context: Context):
 def train(msg: Message, context: Context) -> Message:
     """Train the received SubNet locally and return its trained slices."""
     run, partition_id, num_partitions, config, net, subnet = _received(msg, context)
-    data = load_digits(run.image_size, seed=run.seed)
+    data = load_data(run)
     local = client_dataset(data.train, partition_id, num_partitions, run.partitioner, run.dirichlet_alpha, run.seed)
     server_round = int(config.get("server-round", 0))
     seed = run.seed * 1_000_003 + server_round * 1009 + partition_id
@@ -100,7 +100,7 @@ def evaluate(msg: Message, context: Context) -> Message:
     """Accuracy of the received SubNet on this node's part of the test split (BN recalibrated locally,
     unless ``bn-mode = "frozen"``)."""
     run, partition_id, num_partitions, config, net, subnet = _received(msg, context)
-    data = load_digits(run.image_size, seed=run.seed)
+    data = load_data(run)
     local_train = client_dataset(data.train, partition_id, num_partitions, run.partitioner,
                                  run.dirichlet_alpha, run.seed)
     local_test = client_dataset(data.test, partition_id, num_partitions, "iid", seed=run.seed)

@@ -22,7 +22,7 @@ from typing import Any
 
 from .aggregation import SCHEDULES
 from .specialise import CRITERIA
-from .task import BN_MODES
+from .task import BN_MODES, DATASETS, MIN_SUBSET
 
 __all__ = ["FedConfig"]
 
@@ -47,6 +47,9 @@ class FedConfig:
     # SuperNet and data
     model: str = "ws_ofa_mbv3_035_32"
     image_size: int = 8
+    dataset: str = "digits"
+    data_root: str = "data"
+    train_size: int = 0
     partitioner: str = "dirichlet"
     dirichlet_alpha: float = 1.0
     # Local training: SuperFedNAS's client optimizer, torch.optim.SGD(params, lr=lr, weight_decay=wd)
@@ -102,6 +105,13 @@ class FedConfig:
         need(is_num(self.fraction_train) and 0 < self.fraction_train <= 1, "fraction_train", "in (0, 1]")
         need(is_num(self.fraction_evaluate) and 0 <= self.fraction_evaluate <= 1, "fraction_evaluate", "in [0, 1]")
         need(isinstance(self.model, str) and bool(self.model), "model", "a timm model name")
+        need(self.dataset in DATASETS, "dataset", " or ".join(repr(d) for d in DATASETS))
+        need(isinstance(self.data_root, str) and bool(self.data_root), "data_root",
+             "a path (non-empty string) holding FashionMNIST/raw")
+        need(is_int(self.train_size) and (self.train_size == 0 or self.train_size >= MIN_SUBSET), "train_size",
+             f"0 (the whole training file) or an int >= {MIN_SUBSET}")
+        need(self.train_size == 0 or self.dataset == "fashion-mnist", "train_size",
+             "0 with dataset 'digits' (its train split is used whole)")
         need(self.partitioner in ("iid", "dirichlet"), "partitioner", "'iid' or 'dirichlet'")
         need(is_num(self.dirichlet_alpha) and self.dirichlet_alpha > 0, "dirichlet_alpha", "a number > 0")
         need(is_num(self.lr) and self.lr > 0, "lr", "a number > 0")

@@ -31,7 +31,7 @@ from ws_core.io import atomic_write_json
 from .config import FedConfig
 from .specialise import DeploymentTarget, Specialisation, SubNetAccuracy, specialise
 from .strategy import FedAvgSubNet, SuperFedNAS
-from .task import DigitsSplits, build_supernet, load_digits, make_loader, set_identity_bn
+from .task import DataSplits, build_supernet, load_data, make_loader, set_identity_bn
 
 __all__ = [
     "FederatedRun",
@@ -108,7 +108,7 @@ def run_federated(grid: Grid, cfg: FedConfig, *, net: SuperNet | None = None,
     return FederatedRun(net=net, strategy=strategy, result=result)
 
 
-def evaluators(net: SuperNet, data: DigitsSplits, cfg: FedConfig) -> tuple[SubNetAccuracy, SubNetAccuracy]:
+def evaluators(net: SuperNet, data: DataSplits, cfg: FedConfig) -> tuple[SubNetAccuracy, SubNetAccuracy]:
     """Server-side ``(validation, test)`` scores of SubNets, BN-recalibrated on the validation split
     (not with ``cfg.bn_mode == "frozen"``: BN is then an identity, and stays one).
 
@@ -122,10 +122,10 @@ def evaluators(net: SuperNet, data: DigitsSplits, cfg: FedConfig) -> tuple[SubNe
 
 
 def specialise_targets(net: SuperNet, cfg: FedConfig, targets: Sequence[DeploymentTarget],
-                       data: DigitsSplits | None = None) -> list[Specialisation]:
+                       data: DataSplits | None = None) -> list[Specialisation]:
     """One-shot specialisation of a trained SuperNet to ``targets`` (search on the validation split,
     ranked by ``cfg.search_criterion``)."""
-    data = data if data is not None else load_digits(cfg.image_size, seed=cfg.seed)
+    data = data if data is not None else load_data(cfg)
     val_acc, test_acc = evaluators(net, data, cfg)
     return specialise(net, targets, val_acc, test=test_acc, population_size=cfg.search_population,
                       generations=cfg.search_generations, seed=cfg.seed,

@@ -21,7 +21,7 @@ from ws_core.checkpoint import save_checkpoint
 from .config import FedConfig
 from .federated import evaluators, round_costs, run_federated, specialise_targets, write_json
 from .specialise import DeploymentTarget, format_table
-from .task import load_digits
+from .task import load_data
 
 __all__ = ["app", "main"]
 
@@ -34,7 +34,7 @@ def main(grid: Grid, context: Context) -> None:
     cfg = FedConfig.from_run_config(context.run_config)
     run = run_federated(grid, cfg)
     net, strategy = run.net, run.strategy
-    data = load_digits(cfg.image_size, seed=cfg.seed)
+    data = load_data(cfg)
     _, test_acc = evaluators(net, data, cfg)
     space = net.space
     summary: dict = {
@@ -57,6 +57,7 @@ def main(grid: Grid, context: Context) -> None:
         out = Path(cfg.output_dir)
         save_checkpoint(net, out / "supernet.safetensors",
                         extra={"model": cfg.model, "image_size": cfg.image_size, "seed": cfg.seed,
-                               "bn_mode": cfg.bn_mode})
+                               "bn_mode": cfg.bn_mode, "dataset": cfg.dataset, "data_root": cfg.data_root,
+                               "train_size": cfg.train_size})
         write_json(out / "summary.json", summary)
         log(INFO, "Wrote %s and %s", out / "supernet.safetensors", out / "summary.json")

@@ -3,6 +3,10 @@
 * :func:`load_digits` — the bundled scikit-learn digits (1,797 real 8×8 grayscale images, offline;
   ``ws_core.data.load_digits``, the loader ws-train and ws-nas use too), split into stratified
   train / validation / test sets; the train split is what clients partition.
+* :func:`load_fashion_mnist` — Fashion-MNIST (``ws_core.data.load_fashion_mnist``, prepared under
+  ``root``): a seeded stratified subset of its training file split into train / validation, its test
+  file as test, standardised and resized the same way. :func:`load_data` picks either by
+  ``FedConfig.dataset`` (:data:`DATASETS`); the ClientApp, the ServerApp and the benchmark all use it.
 * :func:`build_supernet` — a ws-core SuperNet from timm's registry, for 1-channel inputs at
   ``image_size`` (its ``resolution`` dimension, so MACs are counted at the size actually used);
   :func:`local_supernet` — a fresh copy of it; :func:`scratch_supernet` — the copy a ClientApp reuses
@@ -24,6 +28,7 @@ from __future__ import annotations
 import copy
 import functools
 import math
+import os
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -33,7 +38,7 @@ import numpy as np
 import timm
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 import ws_core  # noqa: F401  (registers the ws_* SuperNets in timm)
@@ -47,13 +52,17 @@ from .payload import check_subnet_arrays, region_shapes
 
 __all__ = [
     "BN_MODES",
+    "DATASETS",
+    "DataSplits",
     "DigitsSplits",
     "EvalResult",
     "TrainResult",
     "build_supernet",
     "client_dataset",
     "evaluate_subnet",
+    "load_data",
     "load_digits",
+    "load_fashion_mnist",
     "load_subnet_arrays",
     "local_supernet",
     "make_loader",
@@ -65,6 +74,11 @@ __all__ = [
 ]
 
 NUM_CLASSES = 10
+
+DATASETS = ("digits", "fashion-mnist")
+"""The data sets a run can train on (run config ``dataset``): scikit-learn's bundled 8×8 ``"digits"``
+(offline, the default) and ``"fashion-mnist"`` (28×28, prepared under ``data-root`` with
+``python -m ws_core.data fashion-mnist --root data``; ``train-size`` draws a stratified subset)."""
 
 BN_MODES = ("federated", "frozen")
 """How BatchNorm takes part in federated training (run config ``bn-mode``):
@@ -83,12 +97,16 @@ BN_MODES = ("federated", "frozen")
 
 
 @dataclass(frozen=True)
-class DigitsSplits:
-    """Stratified splits of scikit-learn's digits as ``TensorDataset(images [N,1,S,S], labels [N])``."""
+class DataSplits:
+    """Stratified train / validation / test splits as ``TensorDataset(images [N,1,S,S], labels [N])``."""
 
     train: TensorDataset
     val: TensorDataset
     test: TensorDataset
+
+
+DigitsSplits = DataSplits
+"""The former name of :class:`DataSplits` (the digits were the only data set)."""
 
 
 def load_digits(image_size: int = 8, seed: int = 0, val_fraction: float = 0.1, test_fraction: float = 0.2
@@ -125,6 +143,80 @@ def _load_digits(image_size: int, seed: int, val_fraction: float, test_fraction:
         return TensorDataset(x[i].contiguous(), y[i].contiguous())
 
     return DigitsSplits(part(train), part(val), part(test))
+
+
+def load_fashion_mnist(image_size: int = 28, seed: int = 0, root: str | os.PathLike = "data", train_size: int = 0,
+                       val_fraction: float = 0.1, test_size: int = 0) -> DataSplits:
+    """Fashion-MNIST from ``root`` (``ws_core.data.load_fashion_mnist``; no download), standardised and
+    resized to ``image_size`` if not 28.
+
+    Args:
+        image_size: side of the square images (bilinear, antialiased resize from 28×28).
+        seed: seeds the stratified subset and splits (``ws_core.data.stratified_split``).
+        root: the folder holding ``FashionMNIST/raw`` (``make data`` prepares ``data``).
+        train_size: images drawn (stratified) from the training file for training + validation; 0 = all of it.
+        val_fraction: share of those held out for validation (search, BN recalibration).
+        test_size: images drawn (stratified) from the test file for the test split; 0 = all of it.
+
+    The images (uint8) are scaled to [0, 1] and standardised with the training split's mean and
+    standard deviation (at 28×28, before any resize), as :func:`load_digits` does. The splits are
+    built once per process and argument set; treat their tensors as read-only.
+    """
+    check_image_size(image_size)
+    check_fraction("val_fraction", val_fraction)
+    for name, value in (("train_size", train_size), ("test_size", test_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{name} must be 0 (the whole file) or an int >= {MIN_SUBSET}, got {value!r}")
+        if 0 < value < MIN_SUBSET:
+            raise ValueError(f"{name} must be 0 (the whole file) or an int >= {MIN_SUBSET}, got {value!r}")
+    return _load_fashion_mnist(image_size, int(seed), os.fspath(root), train_size, float(val_fraction), test_size)
+
+
+MIN_SUBSET = 20
+"""The smallest ``train_size`` / ``test_size`` :func:`load_fashion_mnist` accepts (two images per class)."""
+
+
+def _stratified_subset(y: Tensor, size: int, seed: int, what: str) -> np.ndarray:
+    """Sorted indices of a seeded stratified subset of ``size`` items of ``y`` (all of them for 0)."""
+    if size == 0 or size == len(y):
+        return np.arange(len(y))
+    if size > len(y):
+        raise ValueError(f"{what} must be at most the {len(y)} images of the file, got {size}")
+    return np.sort(ws_data.stratified_split(y, size, seed=seed)[1])
+
+
+@functools.lru_cache(maxsize=2)
+def _load_fashion_mnist(image_size: int, seed: int, root: str, train_size: int, val_fraction: float,
+                        test_size: int) -> DataSplits:
+    x_pool, y_pool = ws_data.load_fashion_mnist(root, train=True)
+    x_test, y_test = ws_data.load_fashion_mnist(root, train=False)
+    pool = torch.as_tensor(_stratified_subset(y_pool, train_size, seed, "train_size"))
+    x_pool, y_pool = x_pool[pool], y_pool[pool]
+    test = torch.as_tensor(_stratified_subset(y_test, test_size, seed, "test_size"))
+    x_test, y_test = x_test[test], y_test[test]
+    train, val = ws_data.stratified_split(y_pool, val_fraction, seed=seed)
+    x_pool, x_test = x_pool.float() / 255.0, x_test.float() / 255.0
+    mean, std = x_pool[train].mean(), x_pool[train].std()
+
+    def part(x: Tensor, y: Tensor, i: np.ndarray | None = None) -> TensorDataset:
+        if i is not None:
+            x, y = x[torch.as_tensor(i)], y[torch.as_tensor(i)]
+        x = ws_data.resize_images((x - mean) / std, image_size)
+        return TensorDataset(x.contiguous(), y.contiguous())
+
+    return DataSplits(part(x_pool, y_pool, train), part(x_pool, y_pool, val), part(x_test, y_test))
+
+
+def load_data(cfg: Any) -> DataSplits:
+    """The splits a run trains and evaluates on: ``cfg.dataset`` (:data:`DATASETS`) at ``cfg.image_size``,
+    split by ``cfg.seed`` (``cfg``: a :class:`~ws_fed.config.FedConfig`, or anything with those fields,
+    ``data_root`` and ``train_size``)."""
+    dataset = getattr(cfg, "dataset", "digits")
+    if dataset == "digits":
+        return load_digits(cfg.image_size, seed=cfg.seed)
+    if dataset == "fashion-mnist":
+        return load_fashion_mnist(cfg.image_size, seed=cfg.seed, root=cfg.data_root, train_size=cfg.train_size)
+    raise ValueError(f"dataset must be one of {DATASETS}, got {dataset!r}")
 
 
 def client_dataset(train: Dataset, partition_id: int, num_partitions: int, partitioner: str = "dirichlet",
