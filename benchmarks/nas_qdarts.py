@@ -205,8 +205,9 @@ def report(args, table: list[dict[str, Any]], seeds: list[int], input_size: int,
               "of fp32 on the means")
     if len(seeds) > 1:
         accs = {label(r): r["accs"] for r in table}
-        for name in [n for n in accs if n.startswith("∇QDARTS") or "QAT" in n]:
-            print(verdict({name: accs[name], fp["method"]: fp["accs"]}, name, "test accuracy"))
+        baselines = [n for n in accs if n == fp["method"] or "QAT" in n]  # fp32 and the uniform-QAT rows
+        for name in [n for n in accs if n.startswith("∇QDARTS")]:
+            print(verdict({name: accs[name], **{b: accs[b] for b in baselines}}, name, "test accuracy"))
 
 
 def main() -> None:
