@@ -665,9 +665,11 @@ class OFASpecialized:
         r = self.image_size if resolution is None else resolution
         choices = list(space["resolution"].choices)
         if not _is_choice(r, choices):
-            why = (f"OFA evaluates {self.name} at {self.image_size} px, outside the SuperNet's resolutions; pass "
-                   f"resolution= one of them" if resolution is None else "")
-            raise ValueError(f"invalid resolution: allowed {choices}, got {r!r}. {why}".rstrip(". ").rstrip())
+            message = f"invalid resolution: allowed {choices}, got {r!r}"
+            if resolution is None:
+                message += (f". OFA evaluates {self.name} at {self.image_size} px, outside the SuperNet's "
+                            f"resolutions; pass resolution= one of them")
+            raise ValueError(message)
         return from_ofa_arch(space, {**self.arch, "r": [r]})
 
 

@@ -165,9 +165,7 @@ def load_fashion_mnist(image_size: int = 28, seed: int = 0, root: str | os.PathL
     check_image_size(image_size)
     check_fraction("val_fraction", val_fraction)
     for name, value in (("train_size", train_size), ("test_size", test_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"{name} must be 0 (the whole file) or an int >= {MIN_SUBSET}, got {value!r}")
-        if 0 < value < MIN_SUBSET:
+        if isinstance(value, bool) or not isinstance(value, int) or not (value == 0 or value >= MIN_SUBSET):
             raise ValueError(f"{name} must be 0 (the whole file) or an int >= {MIN_SUBSET}, got {value!r}")
     return _load_fashion_mnist(image_size, int(seed), os.fspath(root), train_size, float(val_fraction), test_size)
 
