@@ -14,7 +14,8 @@ Measured in one run:
    served SubNet through each backend (eager, ``onnxruntime``, ``compile`` with ``--with-compile``)
    and through ONNX Runtime on the plainly extracted SubNets with default session options (the peer
    a user would pick), their weight memory and prepare time; medians and ranges over ``--repeats``
-   interleaved repeats, and the ratio of the default backend to that peer.
+   repeats (blocks of back-to-back calls per backend, in an order rotating over the repeats), and the
+   ratio of the default backend to that peer.
 
     python benchmarks/serve_live.py [--model ws_ofa_mbv3_035_32] [--requests 200] [--memory-n 500]
         [--sections actuation,overhead,memory,backends] [--repeats 5] [--with-compile]
@@ -253,26 +254,30 @@ def backend_table(args):
         prepare_cached = {f"{default.name} (default: `{DEFAULT_BACKEND}`)": cached.prepare_seconds}
         xs = {b: torch.randn(b, *shape, generator=torch.Generator().manual_seed(b)) for b in (1, 16)}
         times = {name: {p: [] for p in points} for name in rows}
+        names = list(rows)
         with torch.inference_mode():
-            for _ in range(args.repeats):
+            for repeat in range(args.repeats):
                 for sid, n in points:
                     x = xs[n]
                     iters = args.iters if n == 1 else max(3, args.iters // 3)
-                    for b in rows.values():
+                    # each backend runs a block of calls back to back, as a user's process would (calls
+                    # interleaved across backends would let one session's spinning threads slow the next
+                    # backend's call); the order of the blocks rotates from repeat to repeat, so that
+                    # contention from outside hits every backend alike over the repeats
+                    for name in names[repeat % len(names):] + names[:repeat % len(names)]:
+                        b = rows[name]
                         for _ in range(3):
                             b(x, sid)
-                    t = {name: [] for name in rows}
-                    for _ in range(iters):  # call by call in turn, so that contention hits every backend alike
-                        for name, b in rows.items():
+                        t = []
+                        for _ in range(iters):
                             t0 = time.perf_counter()
                             b(x, sid)
-                            t[name].append((time.perf_counter() - t0) * 1e3)
-                    for name in rows:
-                        times[name][(sid, n)].append(statistics.median(t[name]))
+                            t.append((time.perf_counter() - t0) * 1e3)
+                        times[name][(sid, n)].append(statistics.median(t))
     print(f"\n### Execution backends ({len(served)} served SubNets, {torch.get_num_threads()} threads; "
           f"min {by_macs[0].macs / 1e6:.1f} MMACs, max {by_macs[-1].macs / 1e6:.1f} MMACs)\n")
-    print("Latency in ms: median of per-repeat medians (range over repeats); the backends take turns call by "
-          "call.\n")
+    print("Latency in ms: median of per-repeat medians (range over repeats); each backend runs its calls back to "
+          "back, in an order that rotates over the repeats.\n")
     print(f"| backend | {' | '.join(labels)} | weight memory (MiB) | prepare (s) |")
     print(f"|---|{'---:|' * (len(points) + 2)}")
     for name, b in rows.items():

@@ -272,6 +272,34 @@ def test_intra_op_threads_are_chosen_per_subnet_by_measurement(tiny_net, configs
         OnnxRuntimeBackend(act, threads=0)
 
 
+def test_spinning_modes_set_onnx_runtime_session_options(tiny_net, configs, monkeypatch):
+    act = SubNetAct(tiny_net, configs[:1])
+    expected = {"off": ("0", None), "run": ("1", "1"), "on": ("1", None)}
+    for mode, (allow, stop) in expected.items():
+        backend = OnnxRuntimeBackend(act, cache_dir=None, threads=2, spinning=mode)
+        backend.prepare((3, 32, 32), [1])
+        options = backend.sessions[0].session.get_session_options()
+        assert backend.spinning == mode
+        assert options.get_session_config_entry("session.intra_op.allow_spinning") == allow
+        if stop is None:
+            with pytest.raises(RuntimeError):  # ONNX Runtime raises for an entry that was never set
+                options.get_session_config_entry("session.force_spinning_stop")
+        else:
+            assert options.get_session_config_entry("session.force_spinning_stop") == stop
+        with torch.no_grad():
+            torch.testing.assert_close(backend(_x(), 0), act.extract(0).eval()(_x()), atol=1e-5, rtol=1e-5)
+    assert [OnnxRuntimeBackend(act, spinning=b).spinning for b in (True, False)] == ["on", "off"]
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")  # how ws_serve.launch starts servers
+    assert OnnxRuntimeBackend(act).spinning == "run"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    assert OnnxRuntimeBackend(act).spinning == "on"
+    monkeypatch.delenv("OMP_WAIT_POLICY")
+    assert OnnxRuntimeBackend(act).spinning == "on"
+    with pytest.raises(ValueError, match=r"spinning must be one of \('off', 'run', 'on'\) \(or True/False/None\), "
+                                         r"got 'sometimes'"):
+        OnnxRuntimeBackend(act, spinning="sometimes")
+
+
 def test_bad_inputs_give_clear_errors(tiny_net, configs, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("WS_SERVE_CACHE_DIR", str(tmp_path / "unused"))

@@ -133,6 +133,10 @@ def test_end_to_end_server_process(tmp_path):
         assert any(line.startswith("ws-serve: profiling SubNet 1/3") for line in lines[:banner]), lines
         # an untrained SuperNet: its accuracies are the MACs proxy, and the banner says so
         assert lines[banner].count("(MACs proxy, not measured)") == 3
+        # the default backend names its sessions' threads; under OMP_WAIT_POLICY=PASSIVE they spin only
+        # during a forward
+        threads = next(line for line in lines if line.startswith("ws-serve: ONNX Runtime intra-op threads"))
+        assert threads.endswith("idle threads spin: run") and threads.count(": ") == 5, threads
         base = where["http"]
         with httpx.Client(base_url=base, timeout=60) as http:
             deadline = time.monotonic() + 60
@@ -239,6 +243,12 @@ def test_intra_op_threads_need_onnxruntime_on_the_cpu(capsys, no_work):
     with pytest.raises(SystemExit):
         main([*RUN, "--intra-op-threads", "0"])
     assert "--intra-op-threads: must be > 0, got 0" in capsys.readouterr().err
+    err = _refused(capsys, [*RUN, "--backend", "eager", "--intra-op-spinning", "run"])
+    assert "--intra-op-spinning sets ONNX Runtime's threads on the CPU" in err and "got --backend eager" in err
+    with pytest.raises(SystemExit):
+        main([*RUN, "--intra-op-spinning", "sometimes"])
+    assert re.search(r"argument --intra-op-spinning: invalid choice: 'sometimes' \(choose from '?off'?, '?run'?, "
+                     r"'?on'?\)", capsys.readouterr().err)  # argparse quotes the choices from Python 3.12.8 on
 
 
 def test_devices_are_checked_before_any_work(monkeypatch, capsys, no_work):

@@ -41,3 +41,27 @@ def test_deploy_names_the_latency_sources():
         deploy("ws_ofa_mbv3_035_32", latency="guessed")
     with pytest.raises(ValueError, match="latency_anchors must be >= 0, got -2"):
         deploy("ws_ofa_mbv3_035_32", latency="predicted", latency_anchors=-2)
+
+
+def test_deploy_profiles_with_the_backend_options_the_workers_get(tmp_path, monkeypatch):
+    import importlib
+
+    from ws_serve.backends import OnnxRuntimeBackend
+
+    deploy_module = importlib.import_module("ws_serve.deploy")  # the package's ``deploy`` is the function
+
+    monkeypatch.setenv("WS_SERVE_CACHE_DIR", str(tmp_path))
+    made = []
+    real = deploy_module.make_backend
+
+    def spy(name, act, **kwargs):
+        made.append(real(name, act, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(deploy_module, "make_backend", spy)
+    dep = deploy_module.deploy("ws_ofa_mbv3_035_32", subnets=2, max_batch=1, profile_warmup=0, profile_repeats=1,
+                               profile_rounds=1, backend="onnxruntime",
+                               backend_options={"threads": 1, "spinning": "off"})
+    assert len(made) == 1 and isinstance(made[0], OnnxRuntimeBackend)
+    assert made[0].spinning == "off" and set(made[0].threads_by_subnet().values()) == {1}
+    assert len(dep.profile.subnet_ids) == 2

@@ -543,12 +543,16 @@ def run_pipeline(cfg: PipelineConfig | None = None, say: Callable[[str], None] =
     say(f"3/4 profiling the served SubNets on this machine ({cfg.backend} backend), then the serving overhead")
     save_served_set(net, train.checkpoint, [s.config for s in served], [s.accuracy for s in served],
                     [s.statistics for s in served], source="held-out accuracy after BN recalibration")
+    # ONNX Runtime's threads spin only during a forward, in the profile as in the servers (the servers
+    # share two cores with request handling; this process trains with OpenMP's active waiting)
+    ort = cfg.backend in ("auto", "onnxruntime")
     profile = deploy(None, train.checkpoint, net=net, max_batch=cfg.max_batch, backend=cfg.backend,
+                     backend_options={"spinning": "run"} if ort else None,
                      progress=lambda line: say(f"    {line}")).profile
     baseline = choose_load(profile, cfg.baseline)[0]
     baseline_id = profile.subnet_ids[baseline]
     sample_shape = (3, image_size, image_size)
-    server_args = ["--backend", cfg.backend]
+    server_args = ["--backend", cfg.backend, *(["--intra-op-spinning", "run"] if ort else [])]
     with ws_serve_process(train.checkpoint, f"fixed:{baseline_id}", log=run_dir / "server-calibration.log",
                           max_batch=cfg.max_batch, workers=cfg.workers, extra_args=server_args,
                           transport=cfg.transport) as url:

@@ -50,8 +50,19 @@ from ws_core.io import atomic_write_bytes
 
 from .subnetact import SubNetAct
 
-__all__ = ["BACKENDS", "DEFAULT_BACKEND", "Backend", "CUDAGraphBackend", "CompileBackend", "EagerBackend",
-           "OnnxRuntimeBackend", "TensorRTBackend", "default_cache_dir", "make_backend"]
+__all__ = [
+    "BACKENDS",
+    "DEFAULT_BACKEND",
+    "SPINNING",
+    "Backend",
+    "CUDAGraphBackend",
+    "CompileBackend",
+    "EagerBackend",
+    "OnnxRuntimeBackend",
+    "TensorRTBackend",
+    "default_cache_dir",
+    "make_backend",
+]
 
 DEFAULT_BACKEND = "auto"
 
@@ -276,6 +287,22 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ws-serve" / "onnx"
 
 
+SPINNING = ("off", "run", "on")
+"""How ONNX Runtime's idle intra-op threads wait (:class:`OnnxRuntimeBackend`'s ``spinning``)."""
+
+
+def _spinning_mode(spinning: bool | str | None) -> str:
+    """``spinning`` as one of :data:`SPINNING` (``None``: ``"run"`` under ``OMP_WAIT_POLICY=PASSIVE``,
+    else ``"on"``)."""
+    if spinning is None:
+        return "run" if os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE" else "on"
+    if isinstance(spinning, bool):
+        return "on" if spinning else "off"
+    if spinning not in SPINNING:
+        raise ValueError(f"spinning must be one of {SPINNING} (or True/False/None), got {spinning!r}")
+    return spinning
+
+
 class _Session:
     """An ONNX Runtime session, the bytes of its weights and its intra-op thread count."""
 
@@ -328,8 +355,13 @@ class OnnxRuntimeBackend(Backend):
             large ones on several (9.6 vs 14.3 ms for OFA MobileNetV3's max SubNet at 224 px).
         cache_dir: folder of the exported files; ``True`` (default): :func:`default_cache_dir`;
             ``None`` or ``False``: export in memory on every start.
-        spinning: let idle intra-op threads spin (lower latency on a quiet machine, burns cores on a
-            shared one). ``None`` (default): spin unless ``OMP_WAIT_POLICY=PASSIVE``.
+        spinning: how idle intra-op threads wait, one of :data:`SPINNING`: ``"off"`` (block: no CPU
+            spent between or inside runs waiting for work, but every run wakes its threads), ``"run"``
+            (spin while a run is in progress and block when it returns — ONNX Runtime's
+            ``session.force_spinning_stop``), ``"on"`` (spin between runs too: ONNX Runtime's default,
+            the fastest on an idle machine, burning cores that a server's request handling needs).
+            ``True``/``False`` mean ``"on"``/``"off"``. ``None`` (default): ``"run"`` when
+            ``OMP_WAIT_POLICY=PASSIVE``, else ``"on"``.
         opset: ONNX opset of the export.
         fallback: serve a SubNet whose export or session fails through the eager path (with a
             warning) instead of raising.
@@ -364,9 +396,7 @@ class OnnxRuntimeBackend(Backend):
         if cache_dir is True:
             cache_dir = default_cache_dir()
         self.cache_dir = Path(cache_dir) if cache_dir else None
-        if spinning is None:
-            spinning = os.environ.get("OMP_WAIT_POLICY", "").upper() != "PASSIVE"
-        self.spinning = bool(spinning)
+        self.spinning = _spinning_mode(spinning)
         self.opset = int(opset)
         self.fallback = fallback
         self.sessions: dict[int, _Session] = {}
@@ -501,7 +531,9 @@ class OnnxRuntimeBackend(Backend):
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.spinning else "0")
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0" if self.spinning == "off" else "1")
+        if self.spinning == "run":
+            options.add_session_config_entry("session.force_spinning_stop", "1")
         return ort.InferenceSession(model, options, providers=self.providers)
 
     # Serving ------------------------------------------------------------------------------------

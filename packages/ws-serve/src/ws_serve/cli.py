@@ -180,11 +180,13 @@ def _preflight(args: argparse.Namespace) -> str | None:
         return f"--backend {backend} runs on CUDA GPUs; --device is {args.device} (use --device cuda)"
     if backend == "onnxruntime" and args.device != "cpu":
         return f"--backend onnxruntime runs on the CPU; --device is {args.device} (use --backend auto or eager there)"
-    threads = getattr(args, "intra_op_threads", None)
     ray = getattr(args, "ray", False)
-    if threads is not None and (backend not in ("auto", "onnxruntime") or args.device != "cpu" or ray):
-        return (f"--intra-op-threads sets ONNX Runtime's threads on the CPU (--backend auto or onnxruntime, "
-                f"local workers); got --backend {backend}, --device {args.device}{', --ray' if ray else ''}")
+    for flag in ("intra_op_threads", "intra_op_spinning"):
+        if getattr(args, flag, None) is not None and (backend not in ("auto", "onnxruntime")
+                                                      or args.device != "cpu" or ray):
+            return (f"--{flag.replace('_', '-')} sets ONNX Runtime's threads on the CPU (--backend auto or "
+                    f"onnxruntime, local workers); got --backend {backend}, --device {args.device}"
+                    f"{', --ray' if ray else ''}")
     return None
 
 
@@ -225,8 +227,14 @@ def _serve(args: argparse.Namespace) -> None:
         asyncio.run(ready())
     else:
         devices = [f"cuda:{i}" for i in range(args.workers)] if args.device.startswith("cuda") else None
-        options = {} if args.intra_op_threads is None else {"threads": args.intra_op_threads}
+        options = {key: value for key, value in (("threads", args.intra_op_threads),
+                                                 ("spinning", args.intra_op_spinning)) if value is not None}
         workers = make_local_workers(dep, args.workers, args.backend, devices, options)
+        backend = getattr(workers[0], "backend", None)
+        if hasattr(backend, "threads_by_subnet"):
+            threads = ", ".join(f"{sid}: {n}" for sid, n in backend.threads_by_subnet().items())
+            print(f"ws-serve: ONNX Runtime intra-op threads per SubNet ({threads}); idle threads spin: "
+                  f"{backend.spinning}", flush=True)
     app, router = build_app(dep, workers, args.policy, max_queue=args.max_queue, late=args.late,
                             overhead_ms=args.overhead_ms, query_cost_ms=args.query_cost_ms,
                             default_slo_ms=args.slo_ms,
@@ -452,6 +460,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--intra-op-threads", type=_positive(int), default=None,
                      help="ONNX Runtime intra-op threads per SubNet session (default: one or all of torch's "
                           "threads, whichever runs the SubNet faster, measured at start-up)")
+    run.add_argument("--intra-op-spinning", choices=["off", "run", "on"], default=None,
+                     help="how ONNX Runtime's idle intra-op threads wait: off (block), run (spin during a "
+                          "forward only), on (spin between forwards too); default: run under "
+                          "OMP_WAIT_POLICY=PASSIVE (as ws_serve.launch starts servers), else on")
     run.add_argument("--profile", help="a profile JSON to use instead of measuring")
     run.add_argument("--slo-ms", type=_positive(float), default=100.0, help="default latency SLO of a request")
     run.add_argument("--max-queue", type=_positive(int), default=1024, help="queued queries before 503")

@@ -182,6 +182,7 @@ def deploy(
     name: str | None = None,
     latency: str = "measured",
     latency_anchors: int = 3,
+    backend_options: Mapping[str, Any] | None = None,
 ) -> Deployment:
     """Build a deployment. The served set comes from ``served`` (object or JSON file), else the
     checkpoint's ``.served.json``, else :func:`pareto_served_set` with ``subnets`` SubNets (and is then
@@ -193,7 +194,9 @@ def deploy(
     ``name``: the name clients use for the model (:func:`~ws_serve.server.check_model_name`; default: the
     SuperNet's architecture). ``latency="predicted"``: instead of profiling every served SubNet, predict
     the profile from per-block latencies and ``latency_anchors`` SubNets measured whole
-    (:func:`~ws_serve.profile.predict_served_profile`; the block table is cached next to the checkpoint)."""
+    (:func:`~ws_serve.profile.predict_served_profile`; the block table is cached next to the checkpoint).
+    ``backend_options`` go to :func:`~ws_serve.backends.make_backend` for the profiling (pass the serving
+    workers' options, e.g. ``{"spinning": "run"}``, so that the profile times what will serve)."""
     if max_batch < 1:
         raise ValueError(f"max_batch must be >= 1, got {max_batch}")
     if latency not in LATENCY_SOURCES:
@@ -227,7 +230,7 @@ def deploy(
     if profile is None:
         timing = None
         if backend is not None:
-            timing = make_backend(backend, act)
+            timing = make_backend(backend, act, **dict(backend_options or {}))
             if progress is not None:
                 progress(f"preparing the {timing.name} backend for {len(served)} SubNets")
             timing.prepare(sample_shape, range(1, max_batch + 1))
