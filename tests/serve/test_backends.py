@@ -270,6 +270,26 @@ def test_intra_op_threads_are_chosen_per_subnet_by_measurement(tiny_net, configs
             torch.testing.assert_close(measured(x, r), act.extract(r).eval()(x), atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match=r"threads must be >= 1 or None \(chosen per SubNet\), got 0"):
         OnnxRuntimeBackend(act, threads=0)
+    opened.clear()  # max_threads bounds the candidates: 1 or 2 here, and 1 alone needs no measurement
+    capped = OnnxRuntimeBackend(act, cache_dir=None, max_threads=2)
+    capped.prepare((3, 32, 32), [1, 3])
+    assert opened == [1, 2, 1, 2] and set(capped.threads_by_subnet().values()) <= {1, 2}
+    opened.clear()
+    one = OnnxRuntimeBackend(act, cache_dir=None, max_threads=1)
+    one.prepare((3, 32, 32), [1, 3])
+    assert opened == [1, 1] and one.threads_by_subnet() == dict.fromkeys(act.ids, 1)
+    with pytest.raises(ValueError, match=r"max_threads must be >= 1 or None \(torch's threads\), got 0"):
+        OnnxRuntimeBackend(act, max_threads=0)
+
+
+def test_a_server_keeps_a_core_for_its_request_handling(monkeypatch):
+    from ws_serve.backends import server_max_threads
+
+    for cores, workers, expected in [(2, 1, 1), (1, 1, 1), (16, 1, 15), (16, 4, 3), (16, 16, 1), (4, 8, 1)]:
+        monkeypatch.setattr(torch, "get_num_threads", lambda cores=cores: cores)
+        assert server_max_threads(workers) == expected, (cores, workers)
+    with pytest.raises(ValueError, match="workers must be >= 1, got 0"):
+        server_max_threads(0)
 
 
 def test_spinning_modes_set_onnx_runtime_session_options(tiny_net, configs, monkeypatch):

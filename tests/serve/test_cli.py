@@ -251,6 +251,24 @@ def test_intra_op_threads_need_onnxruntime_on_the_cpu(capsys, no_work):
                      r"'?on'?\)", capsys.readouterr().err)  # argparse quotes the choices from Python 3.12.8 on
 
 
+def test_a_server_profiles_and_serves_onnx_runtime_with_one_set_of_options(monkeypatch):
+    import argparse
+
+    from ws_serve.cli import _backend_options
+
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 8)
+
+    def options(**given):
+        args = dict(backend="auto", device="cpu", ray=False, workers=1, intra_op_threads=None,
+                    intra_op_spinning=None)
+        return _backend_options(argparse.Namespace(**(args | given)))
+
+    assert options() == {"max_threads": 7}  # one core of 8 stays with the request handling
+    assert options(workers=3, intra_op_spinning="run") == {"spinning": "run", "max_threads": 2}
+    assert options(intra_op_threads=4) == {"threads": 4}  # fixed threads: no measurement, no cap
+    assert options(backend="eager") == options(device="cuda") == options(ray=True) == {}
+
+
 def test_devices_are_checked_before_any_work(monkeypatch, capsys, no_work):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     err = _refused(capsys, [*RUN, "--device", "cuda"])

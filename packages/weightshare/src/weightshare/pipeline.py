@@ -496,6 +496,7 @@ def run_pipeline(cfg: PipelineConfig | None = None, say: Callable[[str], None] =
     """Train → search → serve → report into ``<out_dir>/<run_name or UTC timestamp>/``; returns the results."""
     import timm
 
+    from ws_serve.backends import server_max_threads
     from ws_serve.calibration import (
         choose_load,
         estimate_query_cost,
@@ -543,11 +544,13 @@ def run_pipeline(cfg: PipelineConfig | None = None, say: Callable[[str], None] =
     say(f"3/4 profiling the served SubNets on this machine ({cfg.backend} backend), then the serving overhead")
     save_served_set(net, train.checkpoint, [s.config for s in served], [s.accuracy for s in served],
                     [s.statistics for s in served], source="held-out accuracy after BN recalibration")
-    # ONNX Runtime's threads spin only during a forward, in the profile as in the servers (the servers
-    # share two cores with request handling; this process trains with OpenMP's active waiting)
+    # the profile times the sessions the servers will run: ONNX Runtime's threads spinning only during a
+    # forward (this process trains with OpenMP's active waiting) and at most the threads a server gives
+    # them (one core stays with its request handling)
     ort = cfg.backend in ("auto", "onnxruntime")
     profile = deploy(None, train.checkpoint, net=net, max_batch=cfg.max_batch, backend=cfg.backend,
-                     backend_options={"spinning": "run"} if ort else None,
+                     backend_options={"spinning": "run", "max_threads": server_max_threads(cfg.workers)}
+                     if ort else None,
                      progress=lambda line: say(f"    {line}")).profile
     baseline = choose_load(profile, cfg.baseline)[0]
     baseline_id = profile.subnet_ids[baseline]

@@ -62,6 +62,7 @@ __all__ = [
     "TensorRTBackend",
     "default_cache_dir",
     "make_backend",
+    "server_max_threads",
 ]
 
 DEFAULT_BACKEND = "auto"
@@ -287,6 +288,20 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ws-serve" / "onnx"
 
 
+def server_max_threads(workers: int = 1) -> int:
+    """The most ONNX Runtime intra-op threads a server's sessions may use: one core (of
+    ``torch.get_num_threads()``) stays with the request handling (event loop, gRPC, hand-overs), the rest
+    is split between the ``workers`` CPU workers; at least one. On 2 cores: one thread.
+
+    A forward on every core is the fastest alone, but in a server it stops the request handling for its
+    length: on 2 cores, serving the main job's SubNets with two threads (spinning during the forward)
+    instead of one cut the SLO attainment of every policy (docs/benchmarks.md, "Execution backends").
+    """
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    return max(1, (torch.get_num_threads() - 1) // workers)
+
+
 SPINNING = ("off", "run", "on")
 """How ONNX Runtime's idle intra-op threads wait (:class:`OnnxRuntimeBackend`'s ``spinning``)."""
 
@@ -348,11 +363,11 @@ class OnnxRuntimeBackend(Backend):
     Args:
         act: the deployment (on the CPU).
         threads: ONNX Runtime intra-op threads per session. ``None`` (default): chosen per SubNet by
-            measurement when :meth:`prepare` opens its session — one thread or
-            ``torch.get_num_threads()``, whichever runs the smallest and the largest prepared batch
-            faster in sum. Small SubNets run faster on one thread (waking idle threads costs more than
-            they save: 0.12 vs 0.24 ms at batch 1 for a 0.35-MMAC SubNet on 2 cores, passive waiting),
-            large ones on several (9.6 vs 14.3 ms for OFA MobileNetV3's max SubNet at 224 px).
+            measurement when :meth:`prepare` opens its session — one thread or ``max_threads``,
+            whichever runs the smallest and the largest prepared batch faster in sum. With blocking
+            threads small SubNets run faster on one (waking idle threads costs more than they save:
+            0.12 vs 0.24 ms at batch 1 for a 0.35-MMAC SubNet on 2 cores), large ones on several (9.6
+            vs 14.3 ms for OFA MobileNetV3's max SubNet at 224 px).
         cache_dir: folder of the exported files; ``True`` (default): :func:`default_cache_dir`;
             ``None`` or ``False``: export in memory on every start.
         spinning: how idle intra-op threads wait, one of :data:`SPINNING`: ``"off"`` (block: no CPU
@@ -366,6 +381,9 @@ class OnnxRuntimeBackend(Backend):
         fallback: serve a SubNet whose export or session fails through the eager path (with a
             warning) instead of raising.
         providers: ONNX Runtime execution providers (default ``["CPUExecutionProvider"]``).
+        max_threads: the most intra-op threads the measurement may choose (``None``:
+            ``torch.get_num_threads()``). A server passes :func:`server_max_threads`, keeping a core for
+            its request handling.
 
     Attributes:
         exported: SubNet ids exported by the last :meth:`prepare` (the others came from the cache).
@@ -375,8 +393,8 @@ class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
 
     def __init__(self, act: SubNetAct, threads: int | None = None, cache_dir: str | os.PathLike | bool | None = True,
-                 spinning: bool | None = None, opset: int = 17, fallback: bool = True,
-                 providers: Sequence[str] | None = None) -> None:
+                 spinning: bool | str | None = None, opset: int = 17, fallback: bool = True,
+                 providers: Sequence[str] | None = None, max_threads: int | None = None) -> None:
         super().__init__(act)
         try:
             import onnxruntime
@@ -392,7 +410,11 @@ class OnnxRuntimeBackend(Backend):
             threads = int(threads)
             if threads < 1:
                 raise ValueError(f"threads must be >= 1 or None (chosen per SubNet), got {threads}")
-        self.threads = threads
+        if max_threads is not None:
+            max_threads = int(max_threads)
+            if max_threads < 1:
+                raise ValueError(f"max_threads must be >= 1 or None (torch's threads), got {max_threads}")
+        self.threads, self.max_threads = threads, max_threads
         if cache_dir is True:
             cache_dir = default_cache_dir()
         self.cache_dir = Path(cache_dir) if cache_dir else None
@@ -461,7 +483,7 @@ class OnnxRuntimeBackend(Backend):
     def _session(self, row: int, shape: tuple[int, ...], base: str, batches: Sequence[int] = (1,)) -> _Session:
         """The session of one SubNet: shared in-process, else from the cache file, else exported."""
         key = self._key(row, shape, base)
-        pool_key = (key, self.threads, self.spinning, tuple(self.providers), tuple(batches))
+        pool_key = (key, self.threads, self.max_threads, self.spinning, tuple(self.providers), tuple(batches))
         entry = _SESSIONS.get(pool_key)
         if entry is not None:
             return entry
@@ -502,9 +524,10 @@ class OnnxRuntimeBackend(Backend):
 
     def _open_fastest(self, model: bytes, shape: tuple[int, ...], batches: Sequence[int]) -> tuple[Any, int]:
         """A session with ``self.threads`` intra-op threads, or, when that is ``None``, with one thread or
-        ``torch.get_num_threads()``, whichever runs ``batches`` faster (sum of medians of 5 interleaved runs
-        after 2 warm-up runs each); returns it with its thread count."""
-        candidates = [self.threads] if self.threads is not None else sorted({1, torch.get_num_threads()})
+        ``self.max_threads`` (default ``torch.get_num_threads()``), whichever runs ``batches`` faster (sum of
+        medians of 5 interleaved runs after 2 warm-up runs each); returns it with its thread count."""
+        most = self.max_threads or torch.get_num_threads()
+        candidates = [self.threads] if self.threads is not None else sorted({1, most})
         sessions = {t: self._open(model, t) for t in candidates}
         if len(sessions) == 1:
             return sessions[candidates[0]], candidates[0]

@@ -83,7 +83,7 @@ def _say(line: str) -> None:
     print(f"ws-serve: {line}", flush=True)
 
 
-def _deploy(args: argparse.Namespace, profile: str | None = None):
+def _deploy(args: argparse.Namespace, profile: str | None = None, backend_options: dict | None = None):
     from .deploy import deploy
 
     if args.model is None and args.checkpoint is None:
@@ -93,7 +93,7 @@ def _deploy(args: argparse.Namespace, profile: str | None = None):
                   subnets=args.subnets, max_batch=args.max_batch, device=args.device, profile=profile,
                   profile_repeats=args.profile_repeats, profile_rounds=args.profile_rounds, seed=args.seed,
                   backend=None if backend == "eager" else backend, progress=_say, name=getattr(args, "name", None),
-                  latency=args.latency, latency_anchors=args.latency_anchors)
+                  latency=args.latency, latency_anchors=args.latency_anchors, backend_options=backend_options)
 
 
 # checks before any work -----------------------------------------------------------------------------
@@ -210,7 +210,8 @@ def _serve(args: argparse.Namespace) -> None:
 
     from .deploy import build_app, make_local_workers
 
-    dep = _deploy(args, args.profile)
+    options = _backend_options(args)
+    dep = _deploy(args, args.profile, options)  # the profile times the sessions the workers will run
     if args.ray:
         import ray
 
@@ -227,8 +228,6 @@ def _serve(args: argparse.Namespace) -> None:
         asyncio.run(ready())
     else:
         devices = [f"cuda:{i}" for i in range(args.workers)] if args.device.startswith("cuda") else None
-        options = {key: value for key, value in (("threads", args.intra_op_threads),
-                                                 ("spinning", args.intra_op_spinning)) if value is not None}
         workers = make_local_workers(dep, args.workers, args.backend, devices, options)
         backend = getattr(workers[0], "backend", None)
         if hasattr(backend, "threads_by_subnet"):
@@ -268,6 +267,21 @@ def _serve(args: argparse.Namespace) -> None:
     server = uvicorn.Server(uvicorn.Config(app, log_level=args.log_level, access_log=False, lifespan="on",
                                            ws="none", timeout_graceful_shutdown=args.graceful_timeout))
     server.run(sockets=[sock])
+
+
+def _backend_options(args: argparse.Namespace) -> dict:
+    """ONNX Runtime's options for a server's CPU workers: ``--intra-op-threads``/``--intra-op-spinning``,
+    and, unless the threads are fixed, at most :func:`~ws_serve.backends.server_max_threads` of them (a
+    core stays with the request handling)."""
+    if args.backend not in ("auto", "onnxruntime") or args.device != "cpu" or args.ray:
+        return {}
+    from .backends import server_max_threads
+
+    options = {key: value for key, value in (("threads", args.intra_op_threads),
+                                             ("spinning", args.intra_op_spinning)) if value is not None}
+    if args.intra_op_threads is None:
+        options["max_threads"] = server_max_threads(args.workers)
+    return options
 
 
 def serving_banner(dep: Any, http: str, grpc: str | None, workers: int, policy: str, slo_ms: float) -> str:
@@ -458,8 +472,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="auto: onnxruntime on CPU (eager for SubNets whose export fails), eager on GPU")
     run.add_argument("--ray", action="store_true", help="run workers as Ray actors (ws-serve[ray])")
     run.add_argument("--intra-op-threads", type=_positive(int), default=None,
-                     help="ONNX Runtime intra-op threads per SubNet session (default: one or all of torch's "
-                          "threads, whichever runs the SubNet faster, measured at start-up)")
+                     help="ONNX Runtime intra-op threads per SubNet session (default: one, or torch's threads "
+                          "less one core kept for request handling, split over --workers, whichever runs the "
+                          "SubNet faster, measured at start-up; on 2 cores: one)")
     run.add_argument("--intra-op-spinning", choices=["off", "run", "on"], default=None,
                      help="how ONNX Runtime's idle intra-op threads wait: off (block), run (spin during a "
                           "forward only), on (spin between forwards too); default: run under "
