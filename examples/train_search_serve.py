@@ -20,6 +20,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from ws_core.bn import recalibrate_bn
 from ws_core.cost import CostModel
 from ws_core.search import pareto_search
+from ws_serve.backends import server_max_threads
 from ws_serve.calibration import (
     choose_load,
     estimate_query_cost,
@@ -80,10 +81,14 @@ def main() -> None:
         print(f"serving {p.config.id}: {p.cost / 1e6:.2f} MMACs, held-out accuracy {100 * held_out[p.config]:.2f}%")
 
     # 3. Deploy: served set + SubnetNorm statistics next to the checkpoint; latency measured here with
-    #    the backend that will serve (ONNX Runtime on CPU), cached for the server.
+    #    the backend that will serve (ONNX Runtime on CPU) and the options `ws-serve run` gives its
+    #    sessions (threads spinning only during a forward, a core kept for request handling), cached
+    #    for the server.
     configs = [p.config for p in served]
     save_served_set(net, checkpoint, configs, [held_out[c] for c in configs], [stats[c] for c in configs])
-    profile = deploy(None, checkpoint, net=net, max_batch=8, backend="auto", progress=print).profile
+    options = {"spinning": "run", "max_threads": server_max_threads(workers=1)}
+    profile = deploy(None, checkpoint, net=net, max_batch=8, backend="auto", backend_options=options,
+                     progress=print).profile
 
     # 4. Calibrate on a server pinned to the most accurate SubNet, then replay one bursty trace per policy;
     #    the load generator speaks the Open Inference Protocol over gRPC (the cheaper client). The capacity
