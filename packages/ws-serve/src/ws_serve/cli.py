@@ -232,8 +232,7 @@ def _serve(args: argparse.Namespace) -> None:
         backend = getattr(workers[0], "backend", None)
         if hasattr(backend, "threads_by_subnet"):
             threads = ", ".join(f"{sid}: {n}" for sid, n in backend.threads_by_subnet().items())
-            print(f"ws-serve: ONNX Runtime intra-op threads per SubNet ({threads}); idle threads spin: "
-                  f"{backend.spinning}", flush=True)
+            _say(f"ONNX Runtime intra-op threads per SubNet ({threads}); idle threads spin: {backend.spinning}")
     app, router = build_app(dep, workers, args.policy, max_queue=args.max_queue, late=args.late,
                             overhead_ms=args.overhead_ms, query_cost_ms=args.query_cost_ms,
                             default_slo_ms=args.slo_ms,
