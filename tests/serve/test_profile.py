@@ -282,6 +282,30 @@ def test_profile_served_times_the_backend_that_serves(tiny_net, configs, tmp_pat
     assert len(backend.calls) == 8  # the table's mode says another backend measured it: measured again
 
 
+def test_a_profile_cached_with_other_onnx_runtime_settings_is_measured_again(tiny_net, configs, tmp_path):
+    from ws_serve.backends import OnnxRuntimeBackend
+
+    served = ServedSet.from_accuracies(tiny_net, configs[:2], [0.7, 0.8])
+    act = SubNetAct(tiny_net, served.configs)
+    backends = {"fixed": OnnxRuntimeBackend(act, cache_dir=None, threads=1, spinning="off"),
+                "measured": OnnxRuntimeBackend(act, cache_dir=None, max_threads=3, spinning="run")}
+    assert backends["fixed"].timing_key == "onnxruntime(threads=1, spinning=off)"
+    assert backends["measured"].timing_key == "onnxruntime(threads=1|3, spinning=run)"
+    assert OnnxRuntimeBackend(act, max_threads=1, spinning="run").timing_key == "onnxruntime(threads=1, spinning=run)"
+    assert OnnxRuntimeBackend(act, spinning=True).timing_key == (
+        f"onnxruntime(threads=1|{torch.get_num_threads()}, spinning=on)")
+    cache = latency_cache_path(tmp_path / "net.safetensors", "cpu", "onnxruntime")
+    saved = []
+    for name in ("fixed", "measured", "measured"):
+        backend = backends[name]
+        backend.prepare((3, 32, 32), [1, 2])
+        profile_served(tiny_net, served, max_batch=2, cache=cache, warmup=0, repeats=1, rounds=1, backend=backend,
+                       sample_shape=(3, 32, 32), inversion_rtol=float("inf"))
+        assert LatencyTable.load(cache).mode == backend.timing_key
+        saved.append(cache.read_text())
+    assert saved[2] == saved[1]  # the same settings again: the cached profile is reused, not re-measured
+
+
 # Predicted profiles (per-block latency table + anchors) ---------------------------------------------------
 def _filled_table(net, served, per_batch=(1.0, 1.5)):
     """A block table holding every block of ``served`` at batches 1 and 2, each entry set by hand."""

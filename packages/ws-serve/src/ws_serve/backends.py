@@ -98,6 +98,12 @@ class Backend(abc.ABC):
     def _prepare(self, sample_shape: tuple[int, ...], batch_sizes: list[int]) -> None:  # noqa: B027
         """The backend's own ahead-of-time work (nothing by default)."""
 
+    @property
+    def timing_key(self) -> str:
+        """The backend and the settings its latency depends on: a latency profile cached with another key
+        is measured again (:func:`ws_serve.profile.profile_served`)."""
+        return self.name
+
     def weight_bytes(self) -> int:
         """Bytes of weights (and per-SubNet statistics) this backend holds for the whole served set.
 
@@ -558,6 +564,14 @@ class OnnxRuntimeBackend(Backend):
         if self.spinning == "run":
             options.add_session_config_entry("session.force_spinning_stop", "1")
         return ort.InferenceSession(model, options, providers=self.providers)
+
+    @property
+    def timing_key(self) -> str:
+        """``onnxruntime(threads=..., spinning=...)``: the thread setting (fixed, or the bound of the
+        measurement) and the waiting, which the latency depends on."""
+        most = self.max_threads or torch.get_num_threads()
+        threads = self.threads if self.threads is not None else 1 if most == 1 else f"1|{most}"
+        return f"{self.name}(threads={threads}, spinning={self.spinning})"
 
     # Serving ------------------------------------------------------------------------------------
     def weight_bytes(self) -> int:

@@ -449,7 +449,7 @@ def _measure_with(net: SuperNet, device: torch.device, warmup: int, repeats: int
                   sample_shape: Sequence[int] | None) -> tuple[Measure, str]:
     """``measure(configs, batch_sizes)`` timing whole SubNets the way ``backend`` serves them (``None`` or the
     eager backend: the SuperNet with SubNetAct, in place), and the table's mode."""
-    mode = "active" if backend is None or backend.name == "eager" else backend.name
+    mode = "active" if backend is None or backend.name == "eager" else backend.timing_key
     forward = None
     if mode != "active":
         shape = tuple(int(v) for v in (sample_shape or (net.pretrained_cfg or {})["input_size"]))
