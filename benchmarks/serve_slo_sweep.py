@@ -24,6 +24,7 @@ from pathlib import Path
 
 import timm
 
+from ws_serve.backends import server_backend_options
 from ws_serve.calibration import serve_and_replay
 from ws_serve.deploy import served_set_path
 from ws_serve.profile import ServedSet
@@ -58,8 +59,8 @@ def main() -> None:
                 f"fixed:{least}": "fixed least accurate"}
     size = int(timm.get_pretrained_cfg(config["model"]).input_size[-1])
     backend = config.get("backend", "auto")
-    server_args = ["--backend", backend, *(["--intra-op-spinning", "run"] if backend in ("auto", "onnxruntime")
-                                           else [])]  # as the main job starts its servers
+    onnx_runtime = bool(server_backend_options(backend))  # as the main job starts its servers
+    server_args = ["--backend", backend, *(["--intra-op-spinning", "run"] if onnx_runtime else [])]
     traces = [bursty_trace(0.25 * rate, 0.75 * rate, args.cv2, args.seconds, seed=seed) for seed in range(args.traces)]
     print(f"{checkpoint}: mean {rate:.1f} q/s, CV² {args.cv2:g}, {args.traces} trace(s) of {args.seconds:g} s, "
           f"query cost {query_cost:.3f} ms, max batch {config['max_batch']}, {config['transport']}")

@@ -20,7 +20,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from ws_core.bn import recalibrate_bn
 from ws_core.cost import CostModel
 from ws_core.search import pareto_search
-from ws_serve.backends import server_max_threads
+from ws_serve.backends import server_backend_options
 from ws_serve.calibration import (
     choose_load,
     estimate_query_cost,
@@ -86,7 +86,7 @@ def main() -> None:
     #    for the server.
     configs = [p.config for p in served]
     save_served_set(net, checkpoint, configs, [held_out[c] for c in configs], [stats[c] for c in configs])
-    options = {"spinning": "run", "max_threads": server_max_threads(workers=1)}
+    options = server_backend_options("auto", workers=1, spinning="run")
     profile = deploy(None, checkpoint, net=net, max_batch=8, backend="auto", backend_options=options,
                      progress=print).profile
 

@@ -292,6 +292,16 @@ def test_a_server_keeps_a_core_for_its_request_handling(monkeypatch):
         server_max_threads(0)
 
 
+def test_server_backend_options_are_one_set_for_profile_and_workers(monkeypatch):
+    from ws_serve.backends import server_backend_options
+
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    assert server_backend_options("auto") == {"max_threads": 1}
+    assert server_backend_options("onnxruntime", 1, spinning="run") == {"max_threads": 1, "spinning": "run"}
+    assert server_backend_options("auto", threads=2, spinning="off") == {"threads": 2, "spinning": "off"}
+    assert server_backend_options("eager") == server_backend_options("auto", device="cuda") == {}
+
+
 def test_spinning_modes_set_onnx_runtime_session_options(tiny_net, configs, monkeypatch):
     act = SubNetAct(tiny_net, configs[:1])
     expected = {"off": ("0", None), "run": ("1", "1"), "on": ("1", None)}

@@ -496,7 +496,7 @@ def run_pipeline(cfg: PipelineConfig | None = None, say: Callable[[str], None] =
     """Train → search → serve → report into ``<out_dir>/<run_name or UTC timestamp>/``; returns the results."""
     import timm
 
-    from ws_serve.backends import server_max_threads
+    from ws_serve.backends import server_backend_options
     from ws_serve.calibration import (
         choose_load,
         estimate_query_cost,
@@ -547,15 +547,13 @@ def run_pipeline(cfg: PipelineConfig | None = None, say: Callable[[str], None] =
     # the profile times the sessions the servers will run: ONNX Runtime's threads spinning only during a
     # forward (this process trains with OpenMP's active waiting) and at most the threads a server gives
     # them (one core stays with its request handling)
-    ort = cfg.backend in ("auto", "onnxruntime")
+    options = server_backend_options(cfg.backend, cfg.workers, spinning="run")
     profile = deploy(None, train.checkpoint, net=net, max_batch=cfg.max_batch, backend=cfg.backend,
-                     backend_options={"spinning": "run", "max_threads": server_max_threads(cfg.workers)}
-                     if ort else None,
-                     progress=lambda line: say(f"    {line}")).profile
+                     backend_options=options, progress=lambda line: say(f"    {line}")).profile
     baseline = choose_load(profile, cfg.baseline)[0]
     baseline_id = profile.subnet_ids[baseline]
     sample_shape = (3, image_size, image_size)
-    server_args = ["--backend", cfg.backend, *(["--intra-op-spinning", "run"] if ort else [])]
+    server_args = ["--backend", cfg.backend, *(["--intra-op-spinning", "run"] if options else [])]
     with ws_serve_process(train.checkpoint, f"fixed:{baseline_id}", log=run_dir / "server-calibration.log",
                           max_batch=cfg.max_batch, workers=cfg.workers, extra_args=server_args,
                           transport=cfg.transport) as url:

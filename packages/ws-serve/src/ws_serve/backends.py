@@ -62,6 +62,7 @@ __all__ = [
     "TensorRTBackend",
     "default_cache_dir",
     "make_backend",
+    "server_backend_options",
     "server_max_threads",
 ]
 
@@ -306,6 +307,21 @@ def server_max_threads(workers: int = 1) -> int:
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     return max(1, (torch.get_num_threads() - 1) // workers)
+
+
+def server_backend_options(backend: str, workers: int = 1, *, device: str = "cpu", threads: int | None = None,
+                           spinning: str | None = None) -> dict[str, Any]:
+    """The :func:`make_backend` options of a server's CPU workers, and of the profile that times them:
+    ``threads`` if fixed, else at most :func:`server_max_threads` (a core stays with the request
+    handling), and ``spinning`` if given (else the backend's default). Empty for a backend other than
+    ONNX Runtime (``auto``/``onnxruntime``) or a device other than the CPU."""
+    if backend not in ("auto", "onnxruntime") or device != "cpu":
+        return {}
+    options: dict[str, Any] = {"threads": threads} if threads is not None else {
+        "max_threads": server_max_threads(workers)}
+    if spinning is not None:
+        options["spinning"] = spinning
+    return options
 
 
 SPINNING = ("off", "run", "on")

@@ -269,18 +269,14 @@ def _serve(args: argparse.Namespace) -> None:
 
 
 def _backend_options(args: argparse.Namespace) -> dict:
-    """ONNX Runtime's options for a server's CPU workers: ``--intra-op-threads``/``--intra-op-spinning``,
-    and, unless the threads are fixed, at most :func:`~ws_serve.backends.server_max_threads` of them (a
-    core stays with the request handling)."""
-    if args.backend not in ("auto", "onnxruntime") or args.device != "cpu" or args.ray:
-        return {}
-    from .backends import server_max_threads
+    """ONNX Runtime's options for a server's local CPU workers
+    (:func:`~ws_serve.backends.server_backend_options`; Ray actors build their own backends)."""
+    from .backends import server_backend_options
 
-    options = {key: value for key, value in (("threads", args.intra_op_threads),
-                                             ("spinning", args.intra_op_spinning)) if value is not None}
-    if args.intra_op_threads is None:
-        options["max_threads"] = server_max_threads(args.workers)
-    return options
+    if args.ray:
+        return {}
+    return server_backend_options(args.backend, args.workers, device=args.device, threads=args.intra_op_threads,
+                                  spinning=args.intra_op_spinning)
 
 
 def serving_banner(dep: Any, http: str, grpc: str | None, workers: int, policy: str, slo_ms: float) -> str:
