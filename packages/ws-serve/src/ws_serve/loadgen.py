@@ -7,9 +7,10 @@ Each arrival of the trace is sent at its time — whether or not earlier request
   tritonclient's HTTP client sends it), through one ``httpx.AsyncClient``;
 * ``transport="grpc"`` — ``inference.GRPCInferenceService/ModelInfer`` on ``host:port`` with
   ``raw_input_contents``, through one grpc.aio channel. The request is serialised once and the same
-  bytes sent for every arrival, so the client's own cost per request is a few tens of microseconds:
-  on a machine where the load generator shares the cores with the server, this is the transport that
-  leaves the CPU to the server and lets the forward pass, not the client, decide its capacity.
+  bytes sent for every arrival, so the client's own cost per request is grpc.aio's per-call cost
+  (measured on a 2-core x86-64 VM: 0.4–0.5 ms of CPU per request, against 1.3 ms for the HTTP path;
+  ``benchmarks/serve_request_cost.py``): on a machine where the load generator shares the cores with
+  the server, this is the transport that leaves the most CPU to the server.
 
 The report gives the SLO attainment (answered successfully within the SLO, measured at the client,
 over all sent), the mean served accuracy (the ``accuracy`` the server reports for the SubNet that
