@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from ws_serve import Profile
-from ws_serve.calibration import choose_load, estimate_query_cost
+from ws_serve.calibration import choose_load, estimate_query_cost, served_rate_ratio
+from ws_serve.profile import superserve_paper_profile
 
 
 def test_load_and_slo_follow_the_measured_profile():
@@ -44,3 +45,23 @@ def test_query_cost_is_what_the_capacity_leaves_beside_the_amortised_forward():
     assert estimate_query_cost(profile, 1, 1000.0) == 0.0
     with pytest.raises(ValueError, match="capacity_qps must be > 0, got 0"):
         estimate_query_cost(profile, 0, 0.0)
+
+
+def test_served_rate_ratio_counts_the_per_query_cost_beside_the_forward():
+    # "c" is the most accurate; "a" the fastest at every batch
+    profile = Profile(("a", "b", "c"), (0.5, 0.7, 0.9), ((1.0, 1.6), (2.0, 3.0), (4.0, 6.0)))
+    # batch 2 (the largest): 3.0 vs 0.8 ms per query
+    assert served_rate_ratio(profile) == pytest.approx(3.75)
+    assert served_rate_ratio(profile, batch=1) == pytest.approx(4.0)
+    # 1.2 ms of handling per query: (1.2 + 3.0) / (1.2 + 0.8) = 2.1; at batch 1 (1.2 + 4) / (1.2 + 1) = 2.36
+    assert served_rate_ratio(profile, 1.2) == pytest.approx(2.1)
+    assert served_rate_ratio(profile, 1.2, batch=1) == pytest.approx(5.2 / 2.2)
+    # SuperServe's OFA-ResNet-50 profile: 40 ms vs 10.7 ms at batch 16
+    paper = superserve_paper_profile()
+    assert served_rate_ratio(paper) == pytest.approx(paper.latency(paper.num_subnets - 1, 16) / paper.latency(0, 16))
+    with pytest.raises(ValueError, match=r"batch must be in \[1, 2\], got 3"):
+        served_rate_ratio(profile, batch=3)
+    with pytest.raises(ValueError, match="query_cost_ms must be a finite number >= 0, got -1"):
+        served_rate_ratio(profile, -1)
+    with pytest.raises(ValueError, match="query_cost_ms must be a finite number >= 0, got nan"):
+        served_rate_ratio(profile, float("nan"))

@@ -79,7 +79,7 @@ def test_summary_reports_the_acceptance_quantities():
     run = lambda policy, label, attain, acc: SimpleNamespace(  # noqa: E731
         policy=policy, label=label, slo_attainment=attain, mean_accuracy=acc)
     result = SimpleNamespace(
-        subnets=subnets, served=[s for s in subnets if s.served], profile=profile,
+        subnets=subnets, served=[s for s in subnets if s.served], profile=profile, query_cost_ms=0.5,
         serving=[run("slackfit", "SlackFit", 0.95, 0.87), run("fixed:d", "fixed d (most accurate)", 0.70, 0.90),
                  run("fixed:a", "fixed a (least accurate)", 1.0, 0.80)])
     out = summary(result)
@@ -91,6 +91,8 @@ def test_summary_reports_the_acceptance_quantities():
     assert out["spearman_macs_latency_served"] == pytest.approx(1.0)
     assert out["slackfit_minus_most_accurate_attainment"] == pytest.approx(0.25)
     assert out["slackfit_accuracy_position"] == pytest.approx(0.7)  # (0.87 - 0.80) / (0.90 - 0.80)
+    # batch 2, 0.5 ms per query outside the forward: d 3.5 / 2 = 1.75, fastest a 2.0 / 2 = 1.0 ms per query
+    assert out["served_rate_ratio"] == pytest.approx((0.5 + 1.75) / (0.5 + 1.0))
 
 
 def test_predictor_error_is_measured_on_its_proposals_only():

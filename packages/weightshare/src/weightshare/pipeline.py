@@ -503,6 +503,7 @@ def run_pipeline(cfg: PipelineConfig | None = None, say: Callable[[str], None] =
         measure_capacity,
         measure_overhead,
         serve_and_replay,
+        served_rate_ratio,
         ws_serve_process,
     )
     from ws_serve.deploy import deploy, save_served_set
@@ -569,7 +570,8 @@ def run_pipeline(cfg: PipelineConfig | None = None, say: Callable[[str], None] =
     traces[0].save(run_dir / "trace.csv")
     seconds["profile"] = time.perf_counter() - t
     say(f"    overhead {overhead_ms:.1f} ms per request, fixed-SubNet throughput {capacity:.1f} q/s "
-        f"({query_cost_ms:.2f} ms of server time per query outside the forward pass); "
+        f"({query_cost_ms:.2f} ms of server time per query outside the forward pass: the fastest served SubNet "
+        f"drains a backlog {served_rate_ratio(profile, query_cost_ms):.2f}× as fast as the most accurate); "
         f"SLO {slo_ms:.1f} ms; {cfg.repeats} bursty trace(s) of {cfg.trace_seconds:g} s "
         f"(mean {rate:.1f} q/s, CV² {cfg.cv2:g}, {len(traces[0])} queries in the first)")
 

@@ -8,6 +8,8 @@ uses these to pick a load that means something on *this* machine and to compare 
 * :func:`measure_overhead` — per-request latency outside the forward pass, measured end to end;
 * :func:`measure_capacity` — the highest steady rate a server sustains within an SLO;
 * :func:`estimate_query_cost` — the server time per query outside the forward pass, from a capacity;
+* :func:`served_rate_ratio` — how much faster the fastest served SubNet drains queries than the most
+  accurate one once that time is counted: the room a policy has to trade accuracy for throughput;
 * :func:`choose_load` — the baseline SubNet, the SLO and the trace's mean rate from a profile;
 * :func:`serve_and_replay` — serve with one policy, warm up, replay a trace open loop
   (:func:`ws_serve.loadgen.replay_sync`).
@@ -19,13 +21,14 @@ that transport.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 __all__ = ["BASELINES", "choose_load", "estimate_query_cost", "measure_capacity", "measure_overhead",
-           "serve_and_replay", "ws_serve_process"]
+           "serve_and_replay", "served_rate_ratio", "ws_serve_process"]
 
 #: how a fixed-SubNet baseline is named besides a SubNet id: the most accurate, the median, the cheapest
 BASELINES = ("max", "median", "min")
@@ -89,6 +92,36 @@ def estimate_query_cost(profile, index: int, capacity_qps: float) -> float:
         raise ValueError(f"estimate_query_cost: capacity_qps must be > 0, got {capacity_qps}")
     per_sample = min(profile.latency(index, b) / b for b in range(1, profile.max_batch + 1))
     return max(0.0, 1000.0 / capacity_qps - per_sample)
+
+
+def served_rate_ratio(profile, query_cost_ms: float = 0.0, batch: int | None = None) -> float:
+    """How many times faster the profile's fastest SubNet serves queries than its most accurate one, per
+    query at batch ``batch`` (default: the largest profiled), when each query also costs
+    ``query_cost_ms`` outside the forward pass (:func:`estimate_query_cost`):
+    ``(c + L(most accurate, b) / b) / (c + min_s L(s, b) / b)``.
+
+    It bounds what trading accuracy for speed can buy under load: a policy that serves a backlog with
+    cheaper SubNets (SlackFit) drains it at most this many times faster than the most accurate SubNet
+    fixed. SuperServe's profile (:func:`~ws_serve.profile.superserve_paper_profile`, no per-query cost)
+    gives 40 / 10.7 = 3.7 at batch 16; a per-query cost several times the forward brings it near 1.
+
+    Example::
+
+        >>> from ws_serve.profile import Profile
+        >>> p = Profile(("a", "b"), (0.7, 0.8), ((1.0, 1.2), (3.0, 4.0)))
+        >>> round(served_rate_ratio(p), 4)  # batch 2: 2.0 vs 0.6 ms per query
+        3.3333
+        >>> round(served_rate_ratio(p, query_cost_ms=1.4), 4)  # (1.4 + 2.0) / (1.4 + 0.6)
+        1.7
+    """
+    if not (math.isfinite(query_cost_ms) and query_cost_ms >= 0):
+        raise ValueError(f"served_rate_ratio: query_cost_ms must be a finite number >= 0, got {query_cost_ms!r}")
+    b = profile.max_batch if batch is None else batch
+    if not 1 <= b <= profile.max_batch:
+        raise ValueError(f"served_rate_ratio: batch must be in [1, {profile.max_batch}], got {b}")
+    most_accurate = max(range(profile.num_subnets), key=lambda s: (profile.accuracies[s], -profile.latency(s, b)))
+    fastest = min(profile.latency(s, b) for s in range(profile.num_subnets))
+    return (query_cost_ms + profile.latency(most_accurate, b) / b) / (query_cost_ms + fastest / b)
 
 
 def _check_transport(transport: str) -> None:
