@@ -27,6 +27,7 @@ from ws_serve.calibration import (
     measure_capacity,
     measure_overhead,
     serve_and_replay,
+    served_rate_ratio,
     ws_serve_process,
 )
 from ws_serve.deploy import deploy, save_served_set
@@ -102,6 +103,8 @@ def main() -> None:
         capacity = measure_capacity(address, model, sample, slo_ms, start_qps=estimate, transport=transport)
     _, slo_ms, rate = choose_load(profile, "max", 0.7, overhead_ms=overhead, capacity_qps=capacity)
     query_cost = estimate_query_cost(profile, best, capacity)
+    print(f"SLO {slo_ms:.1f} ms, {rate:.0f} q/s; {query_cost:.2f} ms per query outside the forward: the fastest "
+          f"SubNet drains a backlog {served_rate_ratio(profile, query_cost):.2f}x as fast as the most accurate")
     trace = bursty_trace(0.25 * rate, 0.75 * rate, cv2=8.0, duration_s=20.0, seed=0)
     for policy in ("slackfit", f"fixed:{profile.subnet_ids[best]}", f"fixed:{profile.subnet_ids[0]}"):
         report = serve_and_replay(Path(checkpoint), policy, trace, slo_ms, log=out / "server.log", model=model,
