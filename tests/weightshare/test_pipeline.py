@@ -12,6 +12,7 @@ from weightshare.cli import main
 from weightshare.pipeline import make_datamodule, select_served
 from weightshare.report import predictor_dict, summary
 from ws_serve import Profile
+from ws_serve.calibration import served_rate_ratio
 
 
 # Configuration ------------------------------------------------------------------------------------------
@@ -227,3 +228,7 @@ def test_pipeline_trains_searches_serves_and_reports(tmp_path, capsys):
     assert re.search(r"SlackFit \| [01]\.\d{3} \([01]\.\d{3}–[01]\.\d{3}\) \|", report)
     assert f"{100 * subnets['max']['accuracy']:.2f}" in report
     assert "its error on the 2 SubNets it proposed, which it did not train on: RMSE" in report
+    # the room to trade: the run's profile and handling cost, as results.json and the report state it
+    room = served_rate_ratio(Profile.from_dict(results["profile"]), results["query_cost_ms"])
+    assert results["summary"]["served_rate_ratio"] == pytest.approx(room) and room >= 1.0
+    assert f"drains a backlog {room:.2f}× as fast as the most accurate one" in report

@@ -100,10 +100,12 @@ def served_rate_ratio(profile, query_cost_ms: float = 0.0, batch: int | None = N
     ``query_cost_ms`` outside the forward pass (:func:`estimate_query_cost`):
     ``(c + L(most accurate, b) / b) / (c + min_s L(s, b) / b)``.
 
-    It bounds what trading accuracy for speed can buy under load: a policy that serves a backlog with
-    cheaper SubNets (SlackFit) drains it at most this many times faster than the most accurate SubNet
-    fixed. SuperServe's profile (:func:`~ws_serve.profile.superserve_paper_profile`, no per-query cost)
-    gives 40 / 10.7 = 3.7 at batch 16; a per-query cost several times the forward brings it near 1.
+    It is about what trading accuracy for speed can buy under load: a policy that serves a backlog
+    with cheaper SubNets (SlackFit) drains it at most about this many times faster than the most
+    accurate SubNet fixed (about: on a CPU server the handling and the forward partly overlap on the
+    cores). SuperServe's profile (:func:`~ws_serve.profile.superserve_paper_profile`, no per-query
+    cost) gives 40 / 10.7 = 3.7 at batch 16; a per-query cost several times the forward brings it
+    near 1.
 
     Example::
 
