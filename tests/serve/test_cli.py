@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import argparse
 import importlib
 import importlib.util
 import json
@@ -249,6 +250,16 @@ def test_intra_op_threads_need_onnxruntime_on_the_cpu(capsys, no_work):
         main([*RUN, "--intra-op-spinning", "sometimes"])
     assert re.search(r"argument --intra-op-spinning: invalid choice: 'sometimes' \(choose from '?off'?, '?run'?, "
                      r"'?on'?\)", capsys.readouterr().err)  # argparse quotes the choices from Python 3.12.8 on
+
+
+def test_the_parser_offers_the_library_s_backends_and_waiting_modes():
+    # the parser spells them out (``--help`` imports no torch); they must stay the library's
+    from ws_serve.backends import BACKENDS, DEFAULT_BACKEND, SPINNING
+
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    choices = {a.dest: a.choices for a in commands.choices["run"]._actions if a.choices is not None}
+    assert set(choices["backend"]) == {DEFAULT_BACKEND, *BACKENDS}
+    assert tuple(choices["intra_op_spinning"]) == SPINNING
 
 
 def test_a_server_profiles_and_serves_onnx_runtime_with_one_set_of_options(monkeypatch):
