@@ -181,10 +181,11 @@ def _preflight(args: argparse.Namespace) -> str | None:
     if backend == "onnxruntime" and args.device != "cpu":
         return f"--backend onnxruntime runs on the CPU; --device is {args.device} (use --backend auto or eager there)"
     ray = getattr(args, "ray", False)
-    for flag in ("intra_op_threads", "intra_op_spinning"):
+    for flag, what in (("intra_op_threads", "how many threads ONNX Runtime runs"),
+                       ("intra_op_spinning", "how ONNX Runtime's threads wait")):
         if getattr(args, flag, None) is not None and (backend not in ("auto", "onnxruntime")
                                                       or args.device != "cpu" or ray):
-            return (f"--{flag.replace('_', '-')} sets ONNX Runtime's threads on the CPU (--backend auto or "
+            return (f"--{flag.replace('_', '-')} sets {what} on the CPU (--backend auto or "
                     f"onnxruntime, local workers); got --backend {backend}, --device {args.device}"
                     f"{', --ray' if ray else ''}")
     return None
