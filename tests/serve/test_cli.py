@@ -265,8 +265,6 @@ def test_the_parser_offers_the_library_s_backends_and_waiting_modes():
 
 
 def test_a_server_profiles_and_serves_onnx_runtime_with_one_set_of_options(monkeypatch):
-    import argparse
-
     from ws_serve.cli import _backend_options
 
     monkeypatch.setattr(torch, "get_num_threads", lambda: 8)
